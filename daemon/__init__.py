@@ -1,0 +1,3 @@
+"""inspectd daemon: watch an inbox, judge each image with an exported EfficientAD model, sort it."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,100 @@
+"""Decide when an inbox file is completely written, from events and file signatures.
+
+Pure bookkeeping (no threads, no I/O but an injected ``stat``), so the rules can be tested by
+hand: a file is ready once a close-after-write or a rename into the inbox was seen and the file has
+not changed since; otherwise once its size/mtime/inode stayed unchanged for ``settle`` seconds.
+Empty files never count as ready on a close event alone: several clients create, close and reopen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from daemon.files import FileSignature, signature
+
+Kind = Literal["created", "modified", "closed", "moved", "scan", "retry"]
+
+
+@dataclass
+class _Tracked:
+    first_seen_wall: float
+    sig: FileSignature | None
+    sig_since: float
+    closed_sig: FileSignature | None = None
+    not_before: float = 0.0
+
+
+@dataclass(frozen=True)
+class Ready:
+    path: Path
+    first_seen_wall: float
+
+
+class Arrivals:
+    def __init__(
+        self,
+        settle_s: float,
+        stat: Callable[[Path], FileSignature | None] = signature,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settle_s = settle_s
+        self._stat = stat
+        self._clock = clock
+        self._wall = wall
+        self._tracked: dict[Path, _Tracked] = {}
+
+    def __len__(self) -> int:
+        return len(self._tracked)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._tracked
+
+    def note(self, path: Path, kind: Kind, delay_s: float = 0.0) -> None:
+        now = self._clock()
+        entry = self._tracked.get(path)
+        if entry is None:
+            entry = _Tracked(first_seen_wall=self._wall(), sig=None, sig_since=now)
+            self._tracked[path] = entry
+        if kind in ("closed", "moved"):
+            sig = self._stat(path)
+            entry.closed_sig = sig if sig is not None and sig.size > 0 else None
+        elif kind in ("created", "modified"):
+            entry.closed_sig = None
+        if delay_s:
+            entry.not_before = now + delay_s
+
+    def forget(self, path: Path) -> None:
+        self._tracked.pop(path, None)
+
+    def pop_ready(self) -> Ready | None:
+        """The oldest complete file, removed from tracking; vanished files are dropped silently."""
+        now = self._clock()
+        for path, entry in list(self._tracked.items()):
+            if entry.not_before > now:
+                continue
+            sig = self._stat(path)
+            if sig is None:
+                del self._tracked[path]
+                continue
+            if sig != entry.sig:
+                entry.sig, entry.sig_since = sig, now
+            closed_ok = entry.closed_sig is not None and entry.closed_sig == sig
+            if closed_ok or now - entry.sig_since >= self.settle_s:
+                del self._tracked[path]
+                return Ready(path, entry.first_seen_wall)
+        return None
+
+    def next_check_in(self) -> float | None:
+        """Seconds until some tracked file may become ready (None when nothing is tracked)."""
+        if not self._tracked:
+            return None
+        now = self._clock()
+        soonest = min(
+            max(e.not_before, e.sig_since + self.settle_s if e.sig else now) for e in self._tracked.values()
+        )
+        return max(0.0, min(soonest - now, self.settle_s or 0.05))

@@ -1,0 +1,142 @@
+"""Load config.yaml once into a frozen, validated object.
+
+Relative paths (and a relative SQLite URL) are resolved against the folder that holds the config
+file, so a service started from any working directory sees the same folders.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from daemon.errors import ConfigError
+
+DEFAULT_IGNORE = (".*", "*.part", "*.tmp", "*.crdownload", "~*")
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PathsConfig(_Frozen):
+    inbox: Path
+    accepted: Path
+    rejected: Path
+    quarantine: Path
+    state: Path = Path("var/state")
+
+
+class DatabaseConfig(_Frozen):
+    url: str = "sqlite:///var/inspectd.db"
+
+
+class ModelConfig(_Frozen):
+    path: Path
+    device: str = "CPU"
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class WatchConfig(_Frozen):
+    observer: Literal["auto", "native", "polling"] = "auto"
+    settle_ms: int = Field(default=1000, ge=0, le=600_000)
+    rescan_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+
+    @field_validator("extensions")
+    @classmethod
+    def _dotted_lowercase(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("list at least one image extension, e.g. [.jpg, .png]")
+        return tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in value)
+
+
+class LogConfig(_Frozen):
+    level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Frozen):
+    paths: PathsConfig
+    database: DatabaseConfig = DatabaseConfig()
+    model: ModelConfig
+    watch: WatchConfig = WatchConfig()
+    log: LogConfig = LogConfig()
+    source: Path = Field(default=Path("config.yaml"), exclude=True)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate ``path``; raise ConfigError with the offending key and a fix."""
+    file = Path(path).expanduser()
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {file} does not exist: pass --config with the path of your config.yaml"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file} must hold a mapping with paths:, database:, model: sections")
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_explain(file, exc)) from None
+    return _resolve(config, file.resolve().parent, file)
+
+
+def _explain(file: Path, exc: ValidationError) -> str:
+    lines = [f"{file} has {exc.error_count()} problem(s):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            hint = "unknown key: remove it or check its spelling against the commented config.yaml"
+        elif err["type"] == "missing":
+            hint = "required key is missing: add it"
+        else:
+            hint = err["msg"]
+        lines.append(f"  {key}: {hint}")
+    return "\n".join(lines)
+
+
+def _resolve(config: Config, base: Path, source: Path) -> Config:
+    def absolute(p: Path) -> Path:
+        p = p.expanduser()
+        return p if p.is_absolute() else base / p
+
+    paths = config.paths.model_copy(
+        update={name: absolute(getattr(config.paths, name)) for name in PathsConfig.model_fields}
+    )
+    model = config.model.model_copy(update={"path": absolute(config.model.path)})
+    database = config.database.model_copy(update={"url": resolve_sqlite_url(config.database.url, base)})
+    return config.model_copy(update={"paths": paths, "model": model, "database": database, "source": source})
+
+
+def resolve_sqlite_url(url: str, base: Path) -> str:
+    """Make a relative ``sqlite:///rel/path.db`` absolute against ``base``; leave others alone."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == "sqlite:///:memory:":
+        return url
+    rest = url[len(prefix) :]
+    if rest.startswith("/"):
+        return url
+    return prefix + str(base / rest)
+
+
+def dump_defaults() -> dict[str, Any]:
+    """The embedded defaults, used by ``inspectd demo`` to write its own config."""
+    return {
+        "paths": {
+            "inbox": "inbox",
+            "accepted": "accepted",
+            "rejected": "rejected",
+            "quarantine": "quarantine",
+            "state": "state",
+        },
+        "database": {"url": "sqlite:///inspectd.db"},
+        "model": {"path": "model", "device": "CPU", "threshold": None},
+    }

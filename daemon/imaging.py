@@ -1,0 +1,60 @@
+"""Decode one image file into the float RGB array the exported model expects, or say why not.
+
+Decoding happens here rather than inside anomalib so that truncated files, decompression bombs and
+16-bit or CMYK captures get a precise reason instead of a generic crash, and so that dark 8-bit
+images are never mistaken for already-normalised input (anomalib divides by 255 only when max > 1).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, UnidentifiedImageError
+
+from daemon.errors import UnreadableImage
+
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def decode_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.float32]:
+    """HxWx3 float32 in [0, 1]; raises UnreadableImage with a reason a line engineer can act on."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width < 1 or height < 1:
+                    raise UnreadableImage(f"image has no pixels ({width}x{height})")
+                if width * height > max_pixels:
+                    raise UnreadableImage(
+                        f"image is {width}x{height} = {width * height} pixels, above the limit of "
+                        f"{max_pixels} (decompression-bomb guard)"
+                    )
+                img.load()
+                return _to_rgb_float(img)
+    except UnreadableImage:
+        raise
+    except FileNotFoundError:
+        raise
+    except UnidentifiedImageError:
+        raise UnreadableImage("not an image file (format not recognised)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnreadableImage(f"decompression bomb refused: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UnreadableImage(f"cannot decode image: {exc}") from None
+
+
+def _to_rgb_float(img: Image.Image) -> NDArray[np.float32]:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) <= 65535 else arr.max()
+        if img.mode == "F":
+            top = max(float(arr.max(initial=0)), 1.0)
+        gray = np.clip(arr / top, 0.0, 1.0)
+        return np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.float32) / np.float32(255.0)

@@ -1,0 +1,116 @@
+"""The model card: the small JSON that training writes beside an export and the daemon reads.
+
+It is the only contract between ``training/`` and ``daemon/`` besides the OpenVINO IR itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from daemon.errors import ModelError
+
+CARD_NAME = "model.json"
+XML_IN_EXPORT = Path("weights/openvino/model.xml")
+DEFAULT_THRESHOLD = 0.5  # anomalib bakes a normalised 0.5 threshold into the export
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    model_id: str
+    anomalib_version: str = "unknown"
+    model: str = "EfficientAd"
+    model_size: str = "small"
+    image_size: tuple[int, int] = (256, 256)
+    train_images: int = 0
+    steps: int = 0
+    teacher: str = "unknown"
+    threshold: float = DEFAULT_THRESHOLD
+    threshold_policy: str = "exported-default"
+    created_at: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["image_size"] = list(self.image_size)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        unknown = {k: v for k, v in data.items() if k not in known}
+        if "image_size" in values:
+            values["image_size"] = tuple(values["image_size"])
+        values["extra"] = {**values.get("extra", {}), **unknown}
+        return cls(**values)
+
+
+def compute_model_id(xml: Path) -> str:
+    """Content hash of the IR (xml + bin): the same weights always get the same id."""
+    digest = hashlib.sha256()
+    for part in (xml, xml.with_suffix(".bin")):
+        with part.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def locate_xml(model_path: Path) -> Path:
+    """Accept an export folder (anomalib layout or a bare folder) or the model.xml itself."""
+    if model_path.is_file():
+        if model_path.suffix != ".xml":
+            raise ModelError(f"model.path {model_path} is not an OpenVINO .xml file")
+        xml = model_path
+    else:
+        for candidate in (model_path / XML_IN_EXPORT, model_path / "model.xml"):
+            if candidate.is_file():
+                xml = candidate
+                break
+        else:
+            raise ModelError(
+                f"no exported model at {model_path} (looked for {XML_IN_EXPORT} and model.xml): "
+                "train one with `inspectd train --normal DIR --output "
+                f"{model_path}` or point model.path at an export folder"
+            )
+    if not xml.with_suffix(".bin").is_file():
+        raise ModelError(f"{xml} has no weights file {xml.with_suffix('.bin').name} beside it")
+    return xml
+
+
+def card_path_for(xml: Path) -> Path | None:
+    """The model.json for an xml: in the export root (two folders up) or beside the xml."""
+    for folder in (xml.parent, *xml.parents[:3]):
+        candidate = folder / CARD_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_card(xml: Path) -> ModelCard:
+    """The card for ``xml``; an export without a card gets one derived from its content hash."""
+    path = card_path_for(xml)
+    model_id = compute_model_id(xml)
+    if path is None:
+        return ModelCard(model_id=model_id, teacher="unknown (no model.json)")
+    try:
+        card = ModelCard.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path} is not a valid model card: {exc}") from None
+    if card.model_id != model_id:
+        raise ModelError(
+            f"{path} says model_id {card.model_id} but the IR beside it hashes to {model_id}: "
+            "the export was changed after training; re-export or delete the stale model.json"
+        )
+    return card
+
+
+def write_card(export_root: Path, card: ModelCard) -> Path:
+    path = export_root / CARD_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(card.to_json(), encoding="utf-8")
+    tmp.replace(path)
+    return path

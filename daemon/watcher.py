@@ -1,0 +1,200 @@
+"""Filesystem events → candidate paths on a queue; nothing else happens on watchdog's thread.
+
+A handler that raises would kill watchdog's observer thread and a slow one stalls every watch, so
+the handler only filters names and enqueues. Events can be lost (inotify overflow, network shares),
+so the inbox is scanned at start-up and every ``rescan_seconds``; that same timer restarts an
+observer thread that died.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import psutil
+from loguru import logger
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from daemon.arrivals import Kind
+from daemon.files import is_candidate
+
+EventQueue = queue.SimpleQueue[tuple[Kind, Path]]
+ObserverKind = Literal["auto", "native", "polling"]
+
+NETWORK_FS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "9p",
+        "afs",
+        "ceph",
+        "glusterfs",
+        "davfs",
+        "fuse.sshfs",
+        "fuse.s3fs",
+        "fuse.rclone",
+        "fuse.gvfsd-fuse",
+        "lustre",
+        "beegfs",
+        "gpfs",
+    }
+)
+
+
+def filesystem_type(path: Path) -> str:
+    """fstype of the mount holding ``path`` (longest matching mount point), '' if unknown."""
+    target = os.path.realpath(path)
+    best, fstype = "", ""
+    for part in psutil.disk_partitions(all=True):
+        mp = part.mountpoint
+        if (target == mp or target.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+            best, fstype = mp, part.fstype
+    return fstype
+
+
+def choose_observer(
+    kind: ObserverKind, inbox: Path, polling_interval: float = 1.0
+) -> tuple[str, Callable[[], BaseObserver]]:
+    """Name and factory of the observer: polling where inotify cannot see writes (NFS, SMB)."""
+
+    def polling() -> BaseObserver:
+        return PollingObserver(timeout=polling_interval)
+
+    def native() -> BaseObserver:
+        return Observer()
+
+    if kind == "polling":
+        return "polling", polling
+    if kind == "native":
+        return "native", native
+    fstype = filesystem_type(inbox)
+    if fstype in NETWORK_FS or fstype.startswith("fuse."):
+        return f"polling (inbox is on {fstype})", polling
+    return "native", native
+
+
+class _Enqueue(FileSystemEventHandler):
+    def __init__(self, inbox: Path, out: EventQueue, extensions: tuple[str, ...], ignore: tuple[str, ...]):
+        self.inbox = inbox
+        self.out = out
+        self.extensions = extensions
+        self.ignore = ignore
+
+    def _offer(self, kind: Kind, raw: str | bytes) -> None:
+        path = Path(os.fsdecode(raw))
+        if path.parent == self.inbox and is_candidate(path.name, self.extensions, self.ignore):
+            self.out.put((kind, path))
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            if event.is_directory:
+                return
+            if isinstance(event, FileMovedEvent):
+                self._offer("moved", event.dest_path)
+            elif isinstance(event, FileClosedEvent):
+                self._offer("closed", event.src_path)
+            elif isinstance(event, FileCreatedEvent):
+                self._offer("created", event.src_path)
+            elif isinstance(event, FileModifiedEvent):
+                self._offer("modified", event.src_path)
+        except Exception:  # noqa: BLE001 - never let an event kill the observer thread
+            logger.opt(exception=True).warning("ignored a filesystem event that could not be handled")
+
+
+class InboxWatcher:
+    """Owns the watchdog observer and the rescan timer; produces (kind, path) on ``events``."""
+
+    def __init__(
+        self,
+        inbox: Path,
+        *,
+        extensions: tuple[str, ...],
+        ignore: tuple[str, ...],
+        rescan_seconds: float,
+        observer: ObserverKind = "auto",
+        polling_interval: float = 1.0,
+    ) -> None:
+        self.inbox = inbox
+        self.extensions = extensions
+        self.ignore = ignore
+        self.rescan_seconds = rescan_seconds
+        self.events: EventQueue = queue.SimpleQueue()
+        self.observer_name, self._make_observer = choose_observer(observer, inbox, polling_interval)
+        self._observer: BaseObserver | None = None
+        self._stop = threading.Event()
+        self._rescanner: threading.Thread | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        self._observer = self._new_observer()
+        self._observer.start()
+        self.scan()  # after the observer runs, so nothing falls between the two
+        self._rescanner = threading.Thread(target=self._rescan_loop, name="inspectd-rescan", daemon=True)
+        self._rescanner.start()
+
+    def _new_observer(self) -> BaseObserver:
+        observer = self._make_observer()
+        observer.schedule(
+            _Enqueue(self.inbox, self.events, self.extensions, self.ignore),
+            str(self.inbox),
+            recursive=False,
+        )
+        observer.name = "inspectd-observer"
+        return observer
+
+    def scan(self) -> int:
+        """Enqueue every candidate already in the inbox; returns how many."""
+        found = 0
+        try:
+            with os.scandir(self.inbox) as entries:
+                for entry in entries:
+                    if entry.is_file(follow_symlinks=False) and is_candidate(
+                        entry.name, self.extensions, self.ignore
+                    ):
+                        self.events.put(("scan", Path(entry.path)))
+                        found += 1
+        except OSError as exc:
+            logger.warning("cannot scan inbox {}: {}", self.inbox, exc)
+        return found
+
+    def _rescan_loop(self) -> None:
+        while not self._stop.wait(self.rescan_seconds):
+            try:
+                self._ensure_observer()
+                self.scan()
+            except Exception:  # noqa: BLE001 - the safety net must outlive one bad scan
+                logger.opt(exception=True).error("inbox rescan failed; will try again")
+
+    def _ensure_observer(self) -> None:
+        if self._observer is not None and not self._observer.is_alive() and not self._stop.is_set():
+            self.restarts += 1
+            logger.error(
+                "filesystem observer stopped unexpectedly; restarting it (restart #{})", self.restarts
+            )
+            self._observer = self._new_observer()
+            self._observer.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout)
+        if self._rescanner is not None:
+            self._rescanner.join(timeout)

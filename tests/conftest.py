@@ -1,0 +1,93 @@
+"""Shared fixtures: a real tiny exported model (trained once per session), temp configs, and a
+guard that fails any test leaving threads behind."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from daemon.config import Config, load_config
+
+
+@pytest.fixture(scope="session")
+def surface_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from training.synthetic import make_surface_set
+
+    return make_surface_set(tmp_path_factory.mktemp("surface"), n_normal=10, n_abnormal=6, size=128, seed=7)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """A real EfficientAD-S export (few steps, random teacher): the daemon loads it like any other."""
+    import os
+
+    if os.environ.get("SPIKE"):
+        return Path(os.environ["SPIKE"])
+    from training.fit import train
+
+    normal, _abnormal = request.getfixturevalue("surface_set")
+    out = tmp_path_factory.mktemp("model")
+    train(normal, out, max_steps=3, teacher="random", seed=0)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and _ours(t)]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"test leaked threads: {[t.name for t in leaked]}"
+
+
+def _ours(thread: threading.Thread) -> bool:
+    """Threads inspectd starts (observer, emitters, rescan); library pools are not ours to police."""
+    return thread.name.startswith("inspectd") or type(thread).__module__.startswith("watchdog")
+
+
+def write_image(path: Path, seed: int = 0, size: int = 64) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def make_config(root: Path, model: Path, **overrides: Any) -> Path:
+    """Write a config.yaml under ``root`` with relative folders, like a user would."""
+    data: dict[str, Any] = {
+        "paths": {
+            "inbox": "inbox",
+            "accepted": "accepted",
+            "rejected": "rejected",
+            "quarantine": "quarantine",
+            "state": "state",
+        },
+        "database": {"url": "sqlite:///inspectd.db"},
+        "model": {"path": str(model), "device": "CPU", "threshold": None},
+        "watch": {"settle_ms": 300, "rescan_seconds": 2},
+    }
+    for dotted, value in overrides.items():
+        section, key = dotted.split("__")
+        data.setdefault(section, {})[key] = value
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def config_for(tmp_path: Path, tiny_model: Path) -> Any:
+    def build(**overrides: Any) -> Config:
+        return load_config(make_config(tmp_path, tiny_model, **overrides))
+
+    return build

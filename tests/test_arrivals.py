@@ -1,0 +1,92 @@
+from pathlib import Path
+
+from daemon.arrivals import Arrivals
+from daemon.files import FileSignature
+
+
+class FakeFs:
+    def __init__(self) -> None:
+        self.sigs: dict[Path, FileSignature | None] = {}
+        self.t = 100.0
+
+    def stat(self, path: Path) -> FileSignature | None:
+        return self.sigs.get(path)
+
+    def clock(self) -> float:
+        return self.t
+
+
+def make(settle: float = 1.0) -> tuple[Arrivals, FakeFs]:
+    fs = FakeFs()
+    return Arrivals(settle, stat=fs.stat, clock=fs.clock, wall=lambda: 1_700_000_000.0), fs
+
+
+P = Path("/inbox/a.png")
+
+
+def test_growing_file_waits_until_unchanged_for_settle_time() -> None:
+    arrivals, fs = make(settle=1.0)
+    fs.sigs[P] = FileSignature(10, 1, 7)
+    arrivals.note(P, "created")
+    assert arrivals.pop_ready() is None
+    fs.t += 0.6
+    fs.sigs[P] = FileSignature(20, 2, 7)  # still being written
+    assert arrivals.pop_ready() is None
+    fs.t += 0.6
+    assert arrivals.pop_ready() is None  # only 0.6 s since the last change
+    fs.t += 0.5
+    ready = arrivals.pop_ready()
+    assert ready is not None and ready.path == P
+    assert len(arrivals) == 0
+
+
+def test_close_after_write_is_ready_at_once_unless_written_again() -> None:
+    arrivals, fs = make(settle=10.0)
+    fs.sigs[P] = FileSignature(10, 1, 7)
+    arrivals.note(P, "closed")
+    ready = arrivals.pop_ready()
+    assert ready is not None and ready.path == P
+
+    arrivals.note(P, "closed")
+    fs.sigs[P] = FileSignature(30, 3, 7)  # reopened and appended after the close
+    assert arrivals.pop_ready() is None
+
+
+def test_empty_file_is_not_trusted_on_close() -> None:
+    arrivals, fs = make(settle=5.0)
+    fs.sigs[P] = FileSignature(0, 1, 7)
+    arrivals.note(P, "closed")
+    assert arrivals.pop_ready() is None
+
+
+def test_rename_into_inbox_counts_as_complete() -> None:
+    arrivals, fs = make(settle=10.0)
+    fs.sigs[P] = FileSignature(10, 1, 7)
+    arrivals.note(P, "moved")
+    assert arrivals.pop_ready() is not None
+
+
+def test_vanished_file_is_dropped() -> None:
+    arrivals, _fs = make(settle=0.0)
+    arrivals.note(P, "scan")
+    assert arrivals.pop_ready() is None
+    assert len(arrivals) == 0
+
+
+def test_retry_delay_holds_the_file_back() -> None:
+    arrivals, fs = make(settle=0.0)
+    fs.sigs[P] = FileSignature(10, 1, 7)
+    arrivals.note(P, "retry", delay_s=2.0)
+    assert arrivals.pop_ready() is None
+    fs.t += 2.1
+    assert arrivals.pop_ready() is not None
+
+
+def test_oldest_ready_file_comes_first() -> None:
+    arrivals, fs = make(settle=0.0)
+    paths = [Path(f"/inbox/{i}.png") for i in range(3)]
+    for p in paths:
+        fs.sigs[p] = FileSignature(1, 1, 1)
+        arrivals.note(p, "scan")
+    got = [arrivals.pop_ready() for _ in paths]
+    assert [r.path for r in got if r] == paths
