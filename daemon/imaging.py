@@ -7,6 +7,7 @@ images are never mistaken for already-normalised input (anomalib divides by 255 
 
 from __future__ import annotations
 
+import struct
 import warnings
 from pathlib import Path
 
@@ -15,16 +16,24 @@ from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
 from daemon.errors import UnreadableImage
+from daemon.files import open_regular
 
-DEFAULT_MAX_PIXELS = 100_000_000
+# Peak memory while decoding is about 16 bytes per pixel (8-bit source + float32 RGB copy), so
+# 50 MP (a large industrial camera) costs ~0.8 GB. Configurable as ``limits.max_pixels``.
+DEFAULT_MAX_PIXELS = 50_000_000
 
 
 def decode_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.float32]:
-    """HxWx3 float32 in [0, 1]; raises UnreadableImage with a reason a line engineer can act on."""
+    """HxWx3 float32 in [0, 1]; raises UnreadableImage with a reason a line engineer can act on.
+
+    The file is opened without following links and only a regular file is read.
+    """
+    # Pillow refuses images above 2x its own limit before we see their size; lift it to ours.
+    Image.MAX_IMAGE_PIXELS = max(max_pixels, 1)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with open_regular(path) as fh, Image.open(fh) as img:
                 width, height = img.size
                 if width < 1 or height < 1:
                     raise UnreadableImage(f"image has no pixels ({width}x{height})")
@@ -41,9 +50,15 @@ def decode_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.f
         raise
     except UnidentifiedImageError:
         raise UnreadableImage("not an image file (format not recognised)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise UnreadableImage(f"decompression bomb refused: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except MemoryError:
+        raise UnreadableImage("not enough memory to decode this image; lower limits.max_pixels") from None
+    except OSError as exc:
+        if exc.errno is not None:  # the file system spoke (ELOOP, EINVAL, EIO ...), not the decoder
+            raise
+        raise UnreadableImage(f"cannot decode image: {exc}") from None
+    except (SyntaxError, ValueError, TypeError, EOFError, struct.error) as exc:
         raise UnreadableImage(f"cannot decode image: {exc}") from None
 
 

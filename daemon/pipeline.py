@@ -5,15 +5,18 @@ arguments, so a test can build a Pipeline on real parts and step it by hand. The
 repetition (``while not stop.is_set(): pipeline.step()``).
 
 Per-file state machine, safe to kill at any instant:
-  inbox file  --score-->  row committed (moved_at NULL, final_path chosen)
-              --move-->   file at final_path  --mark-->  moved_at set.
-A restart calls ``recover()`` first, which finishes every committed-but-unmoved row, so an image is
-never judged twice nor lost. A file with no row yet is simply judged again.
+  inbox file  --score-->  row committed (moved_at NULL, final_path chosen, sha256 of what was judged)
+              --claim-->  hidden name beside it   --move-->  final_path   --mark-->  moved_at set
+(the last three live in ``filing``). A file that changes while it is judged is judged again once it
+settles. Before judging anything, ``recover()`` finishes every committed-but-unmoved row by looking
+at content (sha256), not names: the final file, then the claim, then the inbox name. So an image is
+never judged twice, never lost, and never filed under another image's row.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import queue
 import socket
 import time
@@ -25,13 +28,16 @@ from typing import Literal, Protocol
 from loguru import logger
 
 from daemon.arrivals import Arrivals, Kind, Ready
-from daemon.errors import InferenceFailed, UnreadableImage
-from daemon.files import free_name, move_no_clobber, sha256_of, signature
+from daemon.errors import InferenceFailed, ModelError, UnreadableImage
+from daemon.files import FileSignature, display_name, free_name, safe_name, sha256_of, signature
+from daemon.filing import RETRY_BACKOFF_S, Filer, PendingMove, backoff, claim_path
 from daemon.inference import Score
 from daemon.store import Inspection, Store, is_transient
 
-Outcome = Literal["accepted", "rejected", "quarantined", "idle", "vanished", "deferred"]
-RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+__all__ = ["RETRY_BACKOFF_S", "Destinations", "Pipeline", "StepResult", "claim_path"]
+
+Outcome = Literal["accepted", "rejected", "quarantined", "idle", "vanished", "deferred", "ignored"]
+SWAPPED = (errno.ELOOP, errno.EINVAL)  # open_regular met a symlink or FIFO where a file was
 
 
 class Scorer(Protocol):
@@ -62,16 +68,6 @@ class StepResult:
 
 
 @dataclass
-class _PendingMove:
-    row_id: int
-    src: Path
-    dst: Path
-    status: str
-    attempts: int = 0
-    not_before: float = 0.0
-
-
-@dataclass
 class Pipeline:
     events: queue.SimpleQueue[tuple[Kind, Path]]
     arrivals: Arrivals
@@ -82,26 +78,50 @@ class Pipeline:
     clock: Callable[[], float] = time.monotonic
     now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.timezone.utc))
     host: str = field(default_factory=socket.gethostname)
-    _pending: list[_PendingMove] = field(default_factory=list)
+    inbox: Path | None = None  # set it to keep sub-folders (recursive watching) in the destinations
+    filer: Filer = field(init=False)
     _retries: dict[Path, int] = field(default_factory=dict)
+    _recovered: bool = False
+    _recover_attempts: int = 0
+    _recover_not_before: float = 0.0
+    _warned: set[Path] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.filer = Filer(
+            self.store,
+            self.destinations.for_status,
+            self.clock,
+            self.now,
+            on_void=lambda path: self.arrivals.note(path, "modified"),
+        )
 
     # -- the loop body -------------------------------------------------------------------------
     def step(self, timeout: float = 0.5) -> StepResult:
         """Handle at most one file; wait at most ``timeout`` seconds when there is nothing to do."""
         self._drain_events(block_s=0.0)
-        if self._pending and (moved := self._retry_moves()) is not None:
-            return moved
+        if not self._recovered:
+            if self.clock() >= self._recover_not_before:
+                self.recover()
+            if not self._recovered:  # nothing new is judged before every old row is settled
+                self._drain_events(block_s=min(timeout, max(0.0, self._recover_not_before - self.clock())))
+                return StepResult("deferred", error="database unavailable; recovery pending")
+        if self.filer.pending and (due := self.filer.retry_due()) is not None:
+            p, state = due
+            if state == "done":
+                return StepResult(p.status, p.src, p.row_id, final_path=p.dst)  # type: ignore[arg-type]
+            return StepResult("vanished" if state == "void" else "deferred", p.src, p.row_id)
         ready = self.arrivals.pop_ready()
         if ready is None:
             wait = self.arrivals.next_check_in()
             self._drain_events(block_s=timeout if wait is None else min(timeout, wait))
             return StepResult("idle")
-        if any(p.src == ready.path for p in self._pending):
-            return StepResult("idle")  # already judged; its move is being retried
+        if self.filer.blocks(ready.path):
+            self.arrivals.note(ready.path, "retry", delay_s=1.0)  # judged; its move is being retried
+            return StepResult("idle")
         return self._handle(ready)
 
     def backlog(self) -> int:
-        return len(self.arrivals) + len(self._pending)
+        return len(self.arrivals) + len(self.filer.pending)
 
     def _drain_events(self, block_s: float) -> None:
         try:
@@ -118,34 +138,70 @@ class Pipeline:
     # -- one file ------------------------------------------------------------------------------
     def _handle(self, ready: Ready) -> StepResult:
         path = ready.path
-        received_at = dt.datetime.fromtimestamp(ready.first_seen_wall, dt.timezone.utc)
+        sig = signature(path)
+        if sig is None:
+            return StepResult("vanished", path)
+        if sig.kind != "file":
+            return self._not_a_file(ready, sig)
+        judged = self._judge(path)
+        if isinstance(judged, StepResult):
+            return judged
+        if signature(path) != sig:
+            return self._changed(path)
+        return self._commit(ready, sig, *judged)
+
+    def _not_a_file(self, ready: Ready, sig: FileSignature) -> StepResult:
+        """A symlink is quarantined, as the link itself, never read; a FIFO or device is left alone."""
+        path = ready.path
+        if sig.kind == "symlink":
+            try:
+                target = display_name(str(path.readlink()))
+            except OSError:
+                return StepResult("vanished", path)
+            why = f"symbolic link to {target!r}: not followed, inspectd reads only real files"
+            return self._commit(ready, sig, None, None, why)
+        if path not in self._warned:
+            self._warned.add(path)
+            logger.warning("{}: not a regular file (FIFO, socket or device); left alone", path)
+        return StepResult("ignored", path, error="not a regular file")
+
+    def _judge(self, path: Path) -> tuple[str | None, Score | None, str | None] | StepResult:
+        """(sha256, score, error) of a regular file, or what to do instead when it cannot be read."""
+        digest: str | None = None
         try:
-            size = path.stat(follow_symlinks=False).st_size
             digest = sha256_of(path)
-        except FileNotFoundError:
-            logger.debug("{} vanished before it could be judged", path.name)
-            return StepResult("vanished", path)
+            return digest, self.scorer.score(path), None
+        except (UnreadableImage, InferenceFailed, PermissionError) as exc:  # quarantined with why
+            why = str(exc)
+            if isinstance(exc, PermissionError):
+                why = f"cannot read the file: {exc.strerror} (check the uploader's permissions)"
+            return digest, None, why
+        except ModelError as exc:
+            return self._defer(path, f"model unavailable ({exc})")
         except OSError as exc:
-            return self._defer(path, f"cannot read {path.name}: {exc}")
-        score: Score | None = None
-        error: str | None = None
-        try:
-            score = self.scorer.score(path)
-        except FileNotFoundError:
+            return self._read_failed(path, exc)
+
+    def _read_failed(self, path: Path, exc: OSError) -> StepResult:
+        if exc.errno in SWAPPED:
+            return self._changed(path)
+        if isinstance(exc, FileNotFoundError):
             return StepResult("vanished", path)
-        except (UnreadableImage, InferenceFailed) as exc:
-            error = str(exc)
-        if signature(path) is None:
-            return StepResult("vanished", path)
+        return self._defer(path, f"cannot read {display_name(path.name)}: {exc}")
+
+    def _commit(
+        self, ready: Ready, sig: FileSignature, digest: str | None, score: Score | None, error: str | None
+    ) -> StepResult:
+        path = ready.path
         if score is None:
             status = "quarantined"
         else:
             status = "rejected" if score.score >= self.threshold else "accepted"
+        received_at = dt.datetime.fromtimestamp(ready.first_seen_wall, dt.timezone.utc)
         decided_at = self.now()
-        final = free_name(self.destinations.for_status(status), path.name)
+        final = free_name(self._folder_for(status, path), path.name, self.filer.taken())
         row = Inspection(
-            filename=path.name,
-            source_path=str(path),
+            filename=display_name(path.name),
+            source_path=display_name(str(path)),
             final_path=str(final),
             status=status,
             score=None if score is None else score.score,
@@ -153,7 +209,7 @@ class Pipeline:
             model_id=self.scorer.model_id,
             error=error,
             sha256=digest,
-            size_bytes=size,
+            size_bytes=sig.size,
             received_at=received_at,
             decided_at=decided_at,
             latency_ms=(decided_at - received_at).total_seconds() * 1000,
@@ -168,21 +224,38 @@ class Pipeline:
             return self._defer(path, f"database unavailable ({exc.__class__.__name__}: {exc})")
         self._retries.pop(path, None)
         self._log(row)
-        pending = _PendingMove(row.id, path, final, status)
-        self._move(pending)
+        pending = PendingMove(row.id, path, final, status, "claim", sig=sig)
+        state = self.filer.file(pending)
+        if state == "void":
+            return StepResult("vanished", path, row.id)
         return StepResult(
             status,  # type: ignore[arg-type]
             path,
             row.id,
             row.score,
-            pending.dst if pending not in self._pending else None,
+            pending.dst if state == "done" else None,
             error,
         )
+
+    def _folder_for(self, status: str, path: Path) -> Path:
+        root = self.destinations.for_status(status)
+        if self.inbox is None or path.parent == self.inbox:
+            return root
+        try:
+            rel = path.parent.relative_to(self.inbox)
+        except ValueError:
+            return root
+        return root.joinpath(*(safe_name(part) for part in rel.parts))
+
+    def _changed(self, path: Path) -> StepResult:
+        logger.info("{} changed while it was being judged; judging it again once it settles", path.name)
+        self.arrivals.note(path, "modified")
+        return StepResult("deferred", path, error="changed while being judged")
 
     def _defer(self, path: Path, why: str) -> StepResult:
         n = self._retries.get(path, 0)
         self._retries[path] = n + 1
-        delay = RETRY_BACKOFF_S[min(n, len(RETRY_BACKOFF_S) - 1)]
+        delay = backoff(n)
         logger.warning("{}: {}; retrying in {:.1f} s (attempt {})", path.name, why, delay, n + 1)
         self.arrivals.note(path, "retry", delay_s=delay)
         return StepResult("deferred", path, error=why)
@@ -201,67 +274,22 @@ class Pipeline:
                 row.latency_ms,
             )
 
-    # -- moves ---------------------------------------------------------------------------------
-    def _move(self, pending: _PendingMove) -> bool:
+    # -- start-up ------------------------------------------------------------------------------
+    def recover(self) -> int:
+        """Settle every row committed before a crash whose move was not marked; returns how many.
+
+        A locked database does not raise: ``step()`` tries again with back-off, and judges nothing
+        new until every old row is settled.
+        """
         try:
-            move_no_clobber(pending.src, pending.dst)
-        except FileExistsError:
-            pending.dst = free_name(pending.dst.parent, pending.src.name)
-            with self.store.session() as session:
-                row = session.get(Inspection, pending.row_id)
-                if row is not None:
-                    row.final_path = str(pending.dst)
-            return self._move(pending)
-        except OSError as exc:
-            pending.attempts += 1
-            delay = RETRY_BACKOFF_S[min(pending.attempts - 1, len(RETRY_BACKOFF_S) - 1)]
-            pending.not_before = self.clock() + delay
-            if pending not in self._pending:
-                self._pending.append(pending)
-            logger.error(
-                "#{} {}: cannot move to {} ({}); retrying in {:.1f} s",
-                pending.row_id,
-                pending.src.name,
-                pending.dst.parent,
-                exc,
-                delay,
-            )
-            return False
-        try:
-            self.store.mark_moved(pending.row_id, self.now())
+            done = self.filer.recover()
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            logger.warning(
-                "#{} moved, but marking it failed ({}); recover() will finish it", pending.row_id, exc
-            )
-        if pending in self._pending:
-            self._pending.remove(pending)
-        return True
-
-    def _retry_moves(self) -> StepResult | None:
-        now = self.clock()
-        for pending in list(self._pending):
-            if pending.not_before <= now:
-                if self._move(pending):
-                    return StepResult(pending.status, pending.src, pending.row_id, final_path=pending.dst)  # type: ignore[arg-type]
-                return StepResult("deferred", pending.src, pending.row_id)
-        return None
-
-    # -- start-up ------------------------------------------------------------------------------
-    def recover(self) -> int:
-        """Finish rows committed before a crash whose files were not moved yet; returns how many."""
-        done = 0
-        for row in self.store.unmoved():
-            src, dst = Path(row.source_path), Path(row.final_path)
-            pending = _PendingMove(row.id, src, dst, row.status)
-            if not src.exists() and not dst.exists():
-                logger.warning(
-                    "#{} {}: file is in neither {} nor {}", row.id, row.filename, src.parent, dst.parent
-                )
-                self.store.mark_moved(row.id, self.now())
-                continue
-            if self._move(pending):
-                done += 1
-                logger.info("#{} {}: finished an interrupted move to {}", row.id, row.filename, dst)
+            delay = backoff(self._recover_attempts)
+            self._recover_attempts += 1
+            self._recover_not_before = self.clock() + delay
+            logger.warning("database unavailable ({}); recovery retried in {:.1f} s", exc, delay)
+            return 0
+        self._recovered = True
         return done

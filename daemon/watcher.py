@@ -4,10 +4,14 @@ A handler that raises would kill watchdog's observer thread and a slow one stall
 the handler only filters names and enqueues. Events can be lost (inotify overflow, network shares),
 so the inbox is scanned at start-up and every ``rescan_seconds``; that same timer restarts an
 observer thread that died.
+
+With ``recursive`` the whole tree under the inbox is watched (folders matching an ignore pattern,
+such as ``.*``, are skipped) and neither the observer nor the scan ever follows a symbolic link.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import queue
 import threading
@@ -27,7 +31,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
 from daemon.arrivals import Kind
 from daemon.files import is_candidate
@@ -75,7 +79,8 @@ def choose_observer(
     """Name and factory of the observer: polling where inotify cannot see writes (NFS, SMB)."""
 
     def polling() -> BaseObserver:
-        return PollingObserver(timeout=polling_interval)
+        # lstat, not stat: a symlink in the inbox is reported as itself and never walked into.
+        return PollingObserverVFS(os.lstat, os.scandir, polling_interval=polling_interval)
 
     def native() -> BaseObserver:
         return Observer()
@@ -90,16 +95,40 @@ def choose_observer(
     return "native", native
 
 
+def in_scope(inbox: Path, path: Path, ignore: tuple[str, ...], recursive: bool) -> bool:
+    """True when ``path``'s folder is watched: the inbox itself or, if recursive, a non-ignored
+    sub-folder of it (``.tmp/``-style staging folders of upload tools stay ignored)."""
+    if path.parent == inbox:
+        return True
+    if not recursive:
+        return False
+    try:
+        parts = path.parent.relative_to(inbox).parts
+    except ValueError:
+        return False
+    return not any(fnmatch.fnmatchcase(part, pattern) for part in parts for pattern in ignore)
+
+
 class _Enqueue(FileSystemEventHandler):
-    def __init__(self, inbox: Path, out: EventQueue, extensions: tuple[str, ...], ignore: tuple[str, ...]):
+    def __init__(
+        self,
+        inbox: Path,
+        out: EventQueue,
+        extensions: tuple[str, ...],
+        ignore: tuple[str, ...],
+        recursive: bool = False,
+    ):
         self.inbox = inbox
         self.out = out
         self.extensions = extensions
         self.ignore = ignore
+        self.recursive = recursive
 
     def _offer(self, kind: Kind, raw: str | bytes) -> None:
         path = Path(os.fsdecode(raw))
-        if path.parent == self.inbox and is_candidate(path.name, self.extensions, self.ignore):
+        if is_candidate(path.name, self.extensions, self.ignore) and in_scope(
+            self.inbox, path, self.ignore, self.recursive
+        ):
             self.out.put((kind, path))
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -130,10 +159,12 @@ class InboxWatcher:
         rescan_seconds: float,
         observer: ObserverKind = "auto",
         polling_interval: float = 1.0,
+        recursive: bool = False,
     ) -> None:
         self.inbox = inbox
         self.extensions = extensions
         self.ignore = ignore
+        self.recursive = recursive
         self.rescan_seconds = rescan_seconds
         self.events: EventQueue = queue.SimpleQueue()
         self.observer_name, self._make_observer = choose_observer(observer, inbox, polling_interval)
@@ -152,26 +183,36 @@ class InboxWatcher:
     def _new_observer(self) -> BaseObserver:
         observer = self._make_observer()
         observer.schedule(
-            _Enqueue(self.inbox, self.events, self.extensions, self.ignore),
+            _Enqueue(self.inbox, self.events, self.extensions, self.ignore, self.recursive),
             str(self.inbox),
-            recursive=False,
+            recursive=self.recursive,
         )
         observer.name = "inspectd-observer"
         return observer
 
     def scan(self) -> int:
-        """Enqueue every candidate already in the inbox; returns how many."""
+        """Enqueue every candidate already in the inbox (and its sub-folders if recursive).
+
+        Symlinks and other non-folders with image names are enqueued too, so the pipeline can
+        quarantine them with a reason; links to folders are never descended into.
+        """
         found = 0
-        try:
-            with os.scandir(self.inbox) as entries:
-                for entry in entries:
-                    if entry.is_file(follow_symlinks=False) and is_candidate(
-                        entry.name, self.extensions, self.ignore
-                    ):
-                        self.events.put(("scan", Path(entry.path)))
-                        found += 1
-        except OSError as exc:
-            logger.warning("cannot scan inbox {}: {}", self.inbox, exc)
+        folders = [self.inbox]
+        while folders:
+            folder = folders.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            if self.recursive and not any(
+                                fnmatch.fnmatchcase(entry.name, pattern) for pattern in self.ignore
+                            ):
+                                folders.append(Path(entry.path))
+                        elif is_candidate(entry.name, self.extensions, self.ignore):
+                            self.events.put(("scan", Path(entry.path)))
+                            found += 1
+            except OSError as exc:
+                logger.warning("cannot scan {}: {}", folder, exc)
         return found
 
     def _rescan_loop(self) -> None:

@@ -63,10 +63,10 @@ def test_move_finishes_after_crash_between_link_and_unlink(tmp_path: Path) -> No
 def test_cross_filesystem_move_copies_then_publishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_link = os.link
 
-    def no_cross_link(a: object, b: object) -> None:
+    def no_cross_link(a: object, b: object, **kw: object) -> None:
         if Path(str(a)).parent == tmp_path:  # the inbox -> destination hop crosses "devices"
             raise OSError(errno.EXDEV, "Invalid cross-device link")
-        real_link(a, b)  # type: ignore[arg-type]
+        real_link(a, b, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(files.os, "link", no_cross_link)
     src = tmp_path / "a.png"

@@ -127,7 +127,7 @@ def test_unwritable_destination_is_retried_and_nothing_is_lost(tmp_path: Path, m
     (tmp_path / "rejected").unlink()
     (tmp_path / "rejected").mkdir()
     for _ in range(100):
-        pipeline._pending[0].not_before = 0  # skip the back-off wait in the test
+        pipeline.filer.pending[0].not_before = 0  # skip the back-off wait in the test
         if pipeline.step(timeout=0.01).outcome == "rejected":
             break
     assert (tmp_path / "rejected" / "y.png").exists() and not img.exists()
