@@ -47,6 +47,8 @@ class WatchConfig(_Frozen):
     rescan_seconds: float = Field(default=30.0, gt=0, le=86_400)
     ignore: tuple[str, ...] = DEFAULT_IGNORE
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    # Also watch sub-folders; inbox/lineA/x.png is filed as accepted/lineA/x.png.
+    recursive: bool = False
 
     @field_validator("extensions")
     @classmethod
@@ -60,12 +62,18 @@ class LogConfig(_Frozen):
     level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = "INFO"
 
 
+class LimitsConfig(_Frozen):
+    # Larger images are quarantined unread: decoding costs ~16 bytes per pixel (50 MP ~ 0.8 GB).
+    max_pixels: int = Field(default=50_000_000, ge=1, le=2_000_000_000)
+
+
 class Config(_Frozen):
     paths: PathsConfig
     database: DatabaseConfig = DatabaseConfig()
     model: ModelConfig
     watch: WatchConfig = WatchConfig()
     log: LogConfig = LogConfig()
+    limits: LimitsConfig = LimitsConfig()
     source: Path = Field(default=Path("config.yaml"), exclude=True)
 
 

@@ -78,7 +78,12 @@ class Daemon:
             logger.info("database schema upgraded from {} to {}", before or "empty", after)
         store = Store(engine)
         try:
-            model = Model(config.model.path, config.paths.state / "openvino_cache", config.model.device)
+            model = Model(
+                config.model.path,
+                config.paths.state / "openvino_cache",
+                config.model.device,
+                config.limits.max_pixels,
+            )
         except ModelError as exc:
             raise ConfigError(f"model: {exc}") from None
         threshold = config.model.threshold if config.model.threshold is not None else model.card.threshold
@@ -88,6 +93,7 @@ class Daemon:
             ignore=config.watch.ignore,
             rescan_seconds=config.watch.rescan_seconds,
             observer=config.watch.observer,
+            recursive=config.watch.recursive,
         )
         pipeline = Pipeline(
             events=watcher.events,
@@ -96,6 +102,7 @@ class Daemon:
             store=store,
             destinations=Destinations(config.paths.accepted, config.paths.rejected, config.paths.quarantine),
             threshold=threshold,
+            inbox=config.paths.inbox,
         )
         recovered = pipeline.recover()
         if recovered:
