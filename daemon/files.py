@@ -166,7 +166,7 @@ def _copy_then_publish(src: Path, dst: Path) -> None:
             shutil.copystat(src, tmp)
         _fsync_dir(tmp.parent)
         _publish(tmp, dst)
-    except BaseException:
+    except Exception:  # a crash leaves the temp file instead; recovery removes it
         tmp.unlink(missing_ok=True)
         raise
 

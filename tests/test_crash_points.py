@@ -1,0 +1,180 @@
+"""A crash at every point of the filing state machine, then a restart: each image ends up in exactly
+one destination with exactly one row, also when a new upload under the same name (or an overwrite)
+arrived while the daemon was down. The crash is a BaseException raised from inside the step, which
+skips every ``except Exception`` just as a SIGKILL skips everything."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from daemon import files, filing
+from tests.conftest import write_image
+from tests.hotfolder import FakeScorer, audit, make_folders, make_pipeline, make_store, offer, settle, sha
+
+
+class Crash(BaseException):
+    """The process died here."""
+
+
+def crash_on_call(n: int = 1) -> Callable[..., None]:
+    calls = {"n": 0}
+
+    def boom(*_a: object, **_k: object) -> None:
+        calls["n"] += 1
+        if calls["n"] >= n:
+            raise Crash
+
+    return boom
+
+
+def wrap_then_crash(real: Callable[..., object]) -> Callable[..., object]:
+    """Do the real call, then die (the step after it never happens)."""
+
+    def run(*a: object, **k: object) -> object:
+        real(*a, **k)
+        raise Crash
+
+    return run
+
+
+def force_cross_device(monkeypatch: pytest.MonkeyPatch, inbox: Path) -> None:
+    real_link = os.link
+
+    def link(a: object, b: object, **kw: object) -> None:
+        if Path(str(a)).parent == inbox:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_link(a, b, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(files.os, "link", link)
+
+
+CRASH_POINTS = {
+    # after the row is committed, before the claim
+    "after_commit": lambda mp: mp.setattr(filing, "claim", crash_on_call()),
+    # claimed, not moved
+    "after_claim": lambda mp: mp.setattr(filing, "move_no_clobber", crash_on_call()),
+    # hard link made, claim not yet removed (fsync #1 follows the claim, #2 the link)
+    "after_link": lambda mp: mp.setattr(files, "_fsync_dir", crash_on_call(2)),
+    # moved, moved_at not set
+    "after_move": lambda mp: mp.setattr(filing.Store, "mark_moved", crash_on_call()),
+}
+
+
+@pytest.mark.parametrize("point", sorted(CRASH_POINTS))
+@pytest.mark.parametrize("same_name_upload_while_down", [False, True])
+def test_crash_then_restart_files_each_image_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str, same_name_upload_while_down: bool
+) -> None:
+    folders = make_folders(tmp_path)
+    first = write_image(folders.inbox / "cam.png", seed=1)
+    originals = {sha(first): "cam.png"}
+    with monkeypatch.context() as mp:
+        CRASH_POINTS[point](mp)
+        pipeline = make_pipeline(folders, FakeScorer())
+        offer(pipeline, first)
+        with pytest.raises(Crash):
+            settle(pipeline)
+        pipeline.store.engine.dispose()
+    if same_name_upload_while_down and not first.exists():
+        second = write_image(folders.inbox / "cam.png", seed=2)
+        originals[sha(second)] = "cam.png (second upload)"
+
+    restarted = make_pipeline(folders, FakeScorer(), store=make_store(folders))
+    restarted.recover()
+    offer(restarted, *[p for p in folders.inbox.iterdir() if p.name == "cam.png"], kind="scan")
+    settle(restarted)
+    figures = audit(folders, originals)
+    assert figures == {
+        "images": len(originals),
+        "rows": len(originals),
+        "lost": 0,
+        "duplicated": 0,
+        "unknown_files": 0,
+    }
+
+
+@pytest.mark.parametrize("point", ["during_copy", "after_publish"])
+def test_crash_during_cross_filesystem_move_leaves_no_half_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    folders = make_folders(tmp_path)
+    img = write_image(folders.inbox / "big.png", seed=3, size=256)
+    originals = {sha(img): "big.png"}
+    with monkeypatch.context() as mp:
+        force_cross_device(mp, folders.inbox)
+        if point == "during_copy":
+
+            def half_copy(fin: object, fout: object, *_a: object) -> None:
+                fout.write(fin.read(1000))  # type: ignore[attr-defined]
+                raise Crash
+
+            mp.setattr(files.shutil, "copyfileobj", half_copy)
+        else:
+            mp.setattr(files, "_publish", wrap_then_crash(files._publish))
+        pipeline = make_pipeline(folders, FakeScorer())
+        offer(pipeline, img)
+        with pytest.raises(Crash):
+            settle(pipeline)
+        pipeline.store.engine.dispose()
+    if point == "during_copy":  # the half copy sits under a hidden temp name, never the final one
+        names = [p.name for p in folders.destination_files()]
+        assert len(names) == 1 and names[0].startswith(".inspectd-"), names
+    with monkeypatch.context() as mp:
+        force_cross_device(mp, folders.inbox)
+        restarted = make_pipeline(folders, FakeScorer(), store=make_store(folders))
+        assert restarted.recover() == 1
+    assert audit(folders, originals)["lost"] == 0
+    assert len(folders.destination_files()) == 1
+
+
+def test_overwritten_while_down_drops_the_old_verdict_and_judges_the_new_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folders = make_folders(tmp_path)
+    img = write_image(folders.inbox / "cam.png", seed=4)
+    originals = {sha(img): "overwritten"}
+    with monkeypatch.context() as mp:
+        mp.setattr(filing, "claim", crash_on_call())
+        pipeline = make_pipeline(folders, FakeScorer())
+        offer(pipeline, img)
+        with pytest.raises(Crash):
+            settle(pipeline)
+        pipeline.store.engine.dispose()
+    write_image(folders.inbox / "cam.png", seed=5)  # the camera overwrote it while we were down
+    restarted = make_pipeline(folders, FakeScorer(), store=make_store(folders))
+    restarted.recover()
+    offer(restarted, img, kind="scan")
+    settle(restarted)
+    figures = audit(folders, {sha(folders.destination_files()[0]): "cam.png v2"})
+    assert figures["rows"] == 1 and figures["lost"] == 0 and figures["unknown_files"] == 0
+    assert sha(folders.destination_files()[0]) not in originals  # the overwritten version is gone
+
+
+def test_overwritten_between_verdict_and_claim_is_judged_again(tmp_path: Path) -> None:
+    folders = make_folders(tmp_path)
+    img = write_image(folders.inbox / "cam.png", seed=6)
+    scorer = FakeScorer()
+    pipeline = make_pipeline(folders, scorer)
+    real_record = pipeline.store.record
+
+    def record_then_overwrite(row: object) -> object:
+        out = real_record(row)  # type: ignore[arg-type]
+        if scorer.calls == 1:
+            tmp = folders.root / "v2.png"
+            write_image(tmp, seed=7)
+            tmp.replace(img)  # the camera replaced the file right after the verdict
+        return out
+
+    pipeline.store.record = record_then_overwrite  # type: ignore[method-assign]
+    offer(pipeline, img)
+    results = settle(pipeline)
+    assert results[0].outcome == "vanished"  # first verdict voided
+    assert scorer.calls == 2
+    v2 = folders.destination_files()
+    assert len(v2) == 1
+    assert audit(folders, {sha(v2[0]): "v2"})["rows"] == 1
