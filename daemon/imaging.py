@@ -40,7 +40,7 @@ def decode_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.f
                 if width * height > max_pixels:
                     raise UnreadableImage(
                         f"image is {width}x{height} = {width * height} pixels, above the limit of "
-                        f"{max_pixels} (decompression-bomb guard)"
+                        f"{max_pixels} (limits.max_pixels, the decompression-bomb guard)"
                     )
                 img.load()
                 return _to_rgb_float(img)
@@ -51,7 +51,7 @@ def decode_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.f
     except UnidentifiedImageError:
         raise UnreadableImage("not an image file (format not recognised)") from None
     except Image.DecompressionBombError as exc:
-        raise UnreadableImage(f"decompression bomb refused: {exc}") from None
+        raise UnreadableImage(f"decompression bomb refused (limits.max_pixels): {exc}") from None
     except MemoryError:
         raise UnreadableImage("not enough memory to decode this image; lower limits.max_pixels") from None
     except OSError as exc:

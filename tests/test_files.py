@@ -5,7 +5,16 @@ from pathlib import Path
 import pytest
 
 from daemon import files
-from daemon.files import free_name, is_candidate, move_no_clobber
+from daemon.files import (
+    display_name,
+    free_name,
+    is_candidate,
+    move_no_clobber,
+    open_regular,
+    same_filesystem,
+    signature,
+)
+from tests.hotfolder import tmpfs
 
 EXT = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 IGNORE = (".*", "*.part", "*.tmp", "~*")
@@ -77,3 +86,77 @@ def test_cross_filesystem_move_copies_then_publishes(tmp_path: Path, monkeypatch
     assert (dst_dir / "a.png").read_bytes() == b"payload" * 1000
     assert not src.exists()
     assert sorted(p.name for p in dst_dir.iterdir()) == ["a.png"]  # no temp file left behind
+
+
+def test_symlink_is_moved_as_itself_never_its_target(tmp_path: Path) -> None:
+    secret = tmp_path / "outside.png"
+    secret.write_bytes(b"not yours")
+    inbox, dest = tmp_path / "inbox", tmp_path / "quarantine"
+    inbox.mkdir()
+    dest.mkdir()
+    link = inbox / "evil.png"
+    link.symlink_to(secret)
+    assert signature(link) is not None and signature(link).kind == "symlink"  # type: ignore[union-attr]
+    with pytest.raises(OSError) as refused:
+        open_regular(link)
+    assert refused.value.errno == errno.ELOOP
+    move_no_clobber(link, dest / "evil.png")
+    moved = dest / "evil.png"
+    assert moved.is_symlink() and moved.readlink() == secret
+    assert secret.read_bytes() == b"not yours" and secret.stat().st_nlink == 1  # target untouched
+
+
+def test_fifo_named_like_an_image_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    assert signature(fifo).kind == "special"  # type: ignore[union-attr]
+    with pytest.raises(OSError) as refused:
+        open_regular(fifo)  # would block forever without O_NONBLOCK
+    assert refused.value.errno == errno.EINVAL
+
+
+def test_folder_named_like_an_image_has_no_signature(tmp_path: Path) -> None:
+    (tmp_path / "folder.png").mkdir()
+    assert signature(tmp_path / "folder.png") is None
+
+
+def test_undecodable_and_overlong_names_get_a_safe_destination_name(tmp_path: Path) -> None:
+    raw = os.fsdecode(b"caf\xe9 \xff.png")  # Latin-1 bytes from an old FTP client
+    name = free_name(tmp_path, raw)
+    name.name.encode("utf-8")  # valid UTF-8, storable in the database
+    assert name.suffix == ".png" and "caf" in name.name
+    assert display_name(raw) == "caf\\xe9 \\xff.png"
+    long = "x" * 251 + ".png"
+    (tmp_path / long).write_bytes(b"1")
+    for n in range(3):  # shortened once, so even its -N suffixes fit in NAME_MAX
+        free = free_name(tmp_path, long)
+        free.write_bytes(b"2")
+        assert free.suffix == ".png" and len(free.name.encode()) <= 255
+        assert free.stem.endswith(f"-{n}") if n else free.name != long
+
+
+def test_real_cross_filesystem_move_on_tmpfs(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "mnt") as other:
+        assert not same_filesystem(tmp_path, other)
+        src = tmp_path / "a.png"
+        src.write_bytes(os.urandom(300_000))
+        data = src.read_bytes()
+        move_no_clobber(src, other / "a.png")
+        assert (other / "a.png").read_bytes() == data and not src.exists()
+        assert sorted(p.name for p in other.iterdir()) == ["a.png"]
+        again = tmp_path / "a.png"
+        again.write_bytes(b"other")
+        with pytest.raises(FileExistsError):
+            move_no_clobber(again, other / "a.png")
+        assert (other / "a.png").read_bytes() == data and again.exists()
+        assert sorted(p.name for p in other.iterdir()) == ["a.png"]
+
+
+def test_disk_full_on_the_destination_leaves_no_partial_file(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "mnt", size="256k") as small:
+        src = tmp_path / "big.png"
+        src.write_bytes(os.urandom(600_000))
+        with pytest.raises(OSError) as full:
+            move_no_clobber(src, small / "big.png")
+        assert full.value.errno == errno.ENOSPC
+        assert list(small.iterdir()) == [] and src.stat().st_size == 600_000
