@@ -234,8 +234,8 @@ class InboxWatcher:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        if self._rescanner is not None:  # first, so it cannot restart an observer behind our back
+            self._rescanner.join(timeout)
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout)
-        if self._rescanner is not None:
-            self._rescanner.join(timeout)
