@@ -4,6 +4,10 @@ Pure bookkeeping (no threads, no I/O but an injected ``stat``), so the rules can
 hand: a file is ready once a close-after-write or a rename into the inbox was seen and the file has
 not changed since; otherwise once its size/mtime/inode stayed unchanged for ``settle`` seconds.
 Empty files never count as ready on a close event alone: several clients create, close and reopen.
+
+A stalled upload must not be judged half-written. Once the observer has shown that it reports
+close-after-write (inotify does, polling never does), a file seen being written and not closed yet
+waits ``open_settle`` seconds unchanged (default max(30 s, 10 x settle)) instead of ``settle``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from typing import Literal
 
 from daemon.files import FileSignature, signature
 
-Kind = Literal["created", "modified", "closed", "moved", "scan", "retry"]
+# "changed": the pipeline saw the file change while judging it; "retry": back-off, nothing else.
+Kind = Literal["created", "modified", "closed", "moved", "scan", "retry", "changed"]
 
 
 @dataclass
@@ -26,6 +31,7 @@ class _Tracked:
     sig_since: float
     closed_sig: FileSignature | None = None
     not_before: float = 0.0
+    writing: bool = False  # written (modified event) and not closed since
 
 
 @dataclass(frozen=True)
@@ -41,12 +47,15 @@ class Arrivals:
         stat: Callable[[Path], FileSignature | None] = signature,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        open_settle_s: float | None = None,
     ) -> None:
         self.settle_s = settle_s
+        self.open_settle_s = max(30.0, 10 * settle_s) if open_settle_s is None else open_settle_s
         self._stat = stat
         self._clock = clock
         self._wall = wall
         self._tracked: dict[Path, _Tracked] = {}
+        self._closes_seen = False  # the observer reports close-after-write
 
     def __len__(self) -> int:
         return len(self._tracked)
@@ -61,10 +70,13 @@ class Arrivals:
             entry = _Tracked(first_seen_wall=self._wall(), sig=None, sig_since=now)
             self._tracked[path] = entry
         if kind in ("closed", "moved"):
+            self._closes_seen = self._closes_seen or kind == "closed"
             sig = self._stat(path)
             entry.closed_sig = sig if sig is not None and sig.size > 0 else None
-        elif kind in ("created", "modified"):
+            entry.writing = False
+        elif kind in ("created", "modified", "changed"):
             entry.closed_sig = None
+            entry.writing = entry.writing or kind == "modified"
         if delay_s:
             entry.not_before = now + delay_s
 
@@ -84,7 +96,7 @@ class Arrivals:
             if sig != entry.sig:
                 entry.sig, entry.sig_since = sig, now
             closed_ok = entry.closed_sig is not None and entry.closed_sig == sig
-            if closed_ok or now - entry.sig_since >= self.settle_s:
+            if closed_ok or now - entry.sig_since >= self._settle_for(entry):
                 del self._tracked[path]
                 return Ready(path, entry.first_seen_wall)
         return None
@@ -95,6 +107,10 @@ class Arrivals:
             return None
         now = self._clock()
         soonest = min(
-            max(e.not_before, e.sig_since + self.settle_s if e.sig else now) for e in self._tracked.values()
+            max(e.not_before, e.sig_since + self._settle_for(e) if e.sig else now)
+            for e in self._tracked.values()
         )
         return max(0.0, min(soonest - now, self.settle_s or 0.05))
+
+    def _settle_for(self, entry: _Tracked) -> float:
+        return self.open_settle_s if entry.writing and self._closes_seen else self.settle_s

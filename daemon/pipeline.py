@@ -92,7 +92,7 @@ class Pipeline:
             self.destinations.for_status,
             self.clock,
             self.now,
-            on_void=lambda path: self.arrivals.note(path, "modified"),
+            on_void=lambda path: self.arrivals.note(path, "changed"),
         )
 
     # -- the loop body -------------------------------------------------------------------------
@@ -249,7 +249,7 @@ class Pipeline:
 
     def _changed(self, path: Path) -> StepResult:
         logger.info("{} changed while it was being judged; judging it again once it settles", path.name)
-        self.arrivals.note(path, "modified")
+        self.arrivals.note(path, "changed")
         return StepResult("deferred", path, error="changed while being judged")
 
     def _defer(self, path: Path, why: str) -> StepResult:

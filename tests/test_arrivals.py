@@ -90,3 +90,44 @@ def test_oldest_ready_file_comes_first() -> None:
         arrivals.note(p, "scan")
     got = [arrivals.pop_ready() for _ in paths]
     assert [r.path for r in got if r] == paths
+
+
+def test_stalled_upload_waits_for_its_close_once_closes_are_reported() -> None:
+    arrivals, fs = make(settle=1.0)
+    other = Path("/inbox/other.png")
+    fs.sigs[other] = FileSignature(5, 1, 9)
+    arrivals.note(other, "closed")  # this observer reports close-after-write (inotify)
+    assert arrivals.pop_ready() is not None
+    fs.sigs[P] = FileSignature(10, 1, 7)
+    arrivals.note(P, "created")
+    arrivals.note(P, "modified")
+    fs.t += 5.0  # the upload stalls far longer than settle
+    assert arrivals.pop_ready() is None
+    fs.sigs[P] = FileSignature(20, 2, 7)
+    arrivals.note(P, "modified")
+    arrivals.note(P, "closed")
+    ready = arrivals.pop_ready()
+    assert ready is not None and ready.path == P
+
+
+def test_open_file_is_judged_after_open_settle_as_a_last_resort() -> None:
+    arrivals, fs = make(settle=1.0)
+    fs.sigs[P] = FileSignature(1, 1, 1)
+    arrivals.note(P, "closed")
+    arrivals.pop_ready()
+    fs.sigs[P] = FileSignature(10, 1, 7)
+    arrivals.note(P, "modified")  # a writer that never closes
+    assert arrivals.pop_ready() is None
+    fs.t += 29.0
+    assert arrivals.pop_ready() is None
+    fs.t += 1.5
+    assert arrivals.pop_ready() is not None
+
+
+def test_without_close_events_modified_files_settle_normally() -> None:
+    arrivals, fs = make(settle=1.0)  # polling observer: never a close event
+    fs.sigs[P] = FileSignature(10, 1, 7)
+    arrivals.note(P, "modified")
+    assert arrivals.pop_ready() is None
+    fs.t += 1.1
+    assert arrivals.pop_ready() is not None
