@@ -5,9 +5,10 @@ hand: a file is ready once a close-after-write or a rename into the inbox was se
 not changed since; otherwise once its size/mtime/inode stayed unchanged for ``settle`` seconds.
 Empty files never count as ready on a close event alone: several clients create, close and reopen.
 
-A stalled upload must not be judged half-written. Once the observer has shown that it reports
-close-after-write (inotify does, polling never does), a file seen being written and not closed yet
-waits ``open_settle`` seconds unchanged (default max(30 s, 10 x settle)) instead of ``settle``.
+A stalled upload must not be judged half-written. When the observer reports close-after-write
+(``expect_close``: inotify does, polling never does; else learnt from the first close event), a
+file seen being written and not closed yet waits for its close, or as a last resort ``open_settle``
+seconds unchanged (default max(30 s, 10 x settle)) instead of ``settle``.
 """
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ class Arrivals:
     def __init__(
         self,
         settle_s: float,
+        *,
         stat: Callable[[Path], FileSignature | None] = signature,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         open_settle_s: float | None = None,
+        expect_close: bool = False,
     ) -> None:
         self.settle_s = settle_s
         self.open_settle_s = max(30.0, 10 * settle_s) if open_settle_s is None else open_settle_s
@@ -55,7 +58,7 @@ class Arrivals:
         self._clock = clock
         self._wall = wall
         self._tracked: dict[Path, _Tracked] = {}
-        self._closes_seen = False  # the observer reports close-after-write
+        self._closes_seen = expect_close  # the observer reports close-after-write
 
     def __len__(self) -> int:
         return len(self._tracked)

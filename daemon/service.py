@@ -97,7 +97,7 @@ class Daemon:
         )
         pipeline = Pipeline(
             events=watcher.events,
-            arrivals=Arrivals(config.watch.settle_ms / 1000),
+            arrivals=Arrivals(config.watch.settle_ms / 1000, expect_close=watcher.reports_close),
             scorer=model,
             store=store,
             destinations=Destinations(config.paths.accepted, config.paths.rejected, config.paths.quarantine),

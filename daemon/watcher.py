@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -168,6 +169,8 @@ class InboxWatcher:
         self.rescan_seconds = rescan_seconds
         self.events: EventQueue = queue.SimpleQueue()
         self.observer_name, self._make_observer = choose_observer(observer, inbox, polling_interval)
+        # inotify reports close-after-write; polling (and the BSD/macOS observers) never do.
+        self.reports_close = self.observer_name == "native" and sys.platform.startswith("linux")
         self._observer: BaseObserver | None = None
         self._stop = threading.Event()
         self._rescanner: threading.Thread | None = None

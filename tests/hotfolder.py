@@ -73,10 +73,12 @@ def make_store(folders: Folders) -> Store:
     return Store(engine)
 
 
-def make_pipeline(folders: Folders, scorer: object, store: Store | None = None, **kw: object) -> Pipeline:
+def make_pipeline(
+    folders: Folders, scorer: object, store: Store | None = None, settle_s: float = 0.0, **kw: object
+) -> Pipeline:
     return Pipeline(
         queue.SimpleQueue(),
-        Arrivals(0.0),
+        Arrivals(settle_s),
         scorer,  # type: ignore[arg-type]
         store or make_store(folders),
         folders.dests,

@@ -131,3 +131,13 @@ def test_without_close_events_modified_files_settle_normally() -> None:
     assert arrivals.pop_ready() is None
     fs.t += 1.1
     assert arrivals.pop_ready() is not None
+
+
+def test_expect_close_applies_from_the_first_file() -> None:
+    fs = FakeFs()
+    arrivals = Arrivals(1.0, stat=fs.stat, clock=fs.clock, expect_close=True)
+    fs.sigs[P] = FileSignature(8192, 1, 7)
+    arrivals.note(P, "modified")  # the very first upload after start stalls
+    assert arrivals.pop_ready() is None
+    fs.t += 5.0
+    assert arrivals.pop_ready() is None
