@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from daemon.config import load_config
-from daemon.logs import setup_logging
+from daemon.logs import apply_log_config
 from daemon.results import parse_since, render
 from daemon.store import STATUSES, Query, Store, make_engine
 
@@ -58,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from daemon.service import run
 
     config = load_config(args.config)
-    setup_logging(config.log.level)
+    apply_log_config(config.log)
     return run(config)
 
 

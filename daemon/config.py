@@ -29,6 +29,8 @@ class PathsConfig(_Frozen):
     rejected: Path
     quarantine: Path
     state: Path = Path("var/state")
+    # OpenVINO compile cache; None = state/openvino_cache. Under systemd: CacheDirectory (/var/cache/...).
+    cache: Path | None = None
 
 
 class DatabaseConfig(_Frozen):
@@ -39,6 +41,8 @@ class ModelConfig(_Frozen):
     path: Path
     device: str = "CPU"
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    # How often the export's files are stat()ed for a swapped-in model (0 = only on SIGHUP).
+    check_seconds: float = Field(default=5.0, ge=0, le=3600)
 
 
 class WatchConfig(_Frozen):
@@ -60,6 +64,22 @@ class WatchConfig(_Frozen):
 
 class LogConfig(_Frozen):
     level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = "INFO"
+    file: Path | None = None  # besides stderr (the journal under systemd)
+    rotation: str = "50 MB"  # loguru rotation: a size ("50 MB"), an age ("1 week") or a time ("00:00")
+    retention: str = "14 days"  # loguru retention of rotated files: an age or a count ("10 files")
+
+
+class MetricsConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)  # 0 = any free port (tests)
+    # /healthz answers 503 once the processing loop has not gone round for this long.
+    stall_seconds: float = Field(default=60.0, gt=0, le=86_400)
+
+
+class RetentionConfig(_Frozen):
+    rows_days: float | None = Field(default=None, gt=0)
+    images_days: float | None = Field(default=None, gt=0)
+    check_seconds: float = Field(default=3600.0, gt=0, le=86_400)
 
 
 class LimitsConfig(_Frozen):
@@ -74,6 +94,8 @@ class Config(_Frozen):
     watch: WatchConfig = WatchConfig()
     log: LogConfig = LogConfig()
     limits: LimitsConfig = LimitsConfig()
+    metrics: MetricsConfig | None = None
+    retention: RetentionConfig | None = None
     source: Path = Field(default=Path("config.yaml"), exclude=True)
 
 
@@ -117,11 +139,18 @@ def _resolve(config: Config, base: Path, source: Path) -> Config:
         return p if p.is_absolute() else base / p
 
     paths = config.paths.model_copy(
-        update={name: absolute(getattr(config.paths, name)) for name in PathsConfig.model_fields}
+        update={
+            name: absolute(value)
+            for name in PathsConfig.model_fields
+            if (value := getattr(config.paths, name)) is not None
+        }
     )
     model = config.model.model_copy(update={"path": absolute(config.model.path)})
     database = config.database.model_copy(update={"url": resolve_sqlite_url(config.database.url, base)})
-    return config.model_copy(update={"paths": paths, "model": model, "database": database, "source": source})
+    log = config.log.model_copy(update={"file": config.log.file and absolute(config.log.file)})
+    return config.model_copy(
+        update={"paths": paths, "model": model, "database": database, "log": log, "source": source}
+    )
 
 
 def resolve_sqlite_url(url: str, base: Path) -> str:
