@@ -7,7 +7,7 @@ lines, one database) behind the same code. Alembic in ``migrations/`` owns the s
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     create_engine,
+    delete,
     event,
     func,
     select,
@@ -94,9 +95,10 @@ class Query:
 class Store:
     """Thin adapter the pipeline talks to: one transaction per result."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, on_record: Callable[[Inspection], None] | None = None) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.on_record = on_record  # told of every committed row (metrics count what the table holds)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -106,6 +108,8 @@ class Store:
     def record(self, row: Inspection) -> Inspection:
         with self.session() as session:
             session.add(row)
+        if self.on_record is not None:
+            self.on_record(row)
         return row
 
     def mark_moved(self, row_id: int, when: dt.datetime) -> None:
@@ -130,6 +134,24 @@ class Store:
             stmt = stmt.limit(q.limit)
         with self.session() as session:
             return list(session.scalars(stmt))
+
+    def delete_decided_before(self, cutoff: dt.datetime, limit: int = 500) -> int:
+        """Delete up to ``limit`` finished rows older than ``cutoff``; small batches keep locks short.
+
+        Rows whose move is not finished are kept: ``recover()`` needs them after a crash.
+        """
+        with self.session() as session:
+            ids = list(
+                session.scalars(
+                    select(Inspection.id)
+                    .where(Inspection.decided_at < cutoff, Inspection.moved_at.is_not(None))
+                    .order_by(Inspection.id)
+                    .limit(limit)
+                )
+            )
+            if ids:
+                session.execute(delete(Inspection).where(Inspection.id.in_(ids)))
+        return len(ids)
 
     def count(self) -> int:
         with self.session() as session:
