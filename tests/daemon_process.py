@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -11,9 +12,10 @@ from pathlib import Path
 
 
 class DaemonProcess:
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.log = log
+        self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_timeout: float = 60.0) -> None:
@@ -23,6 +25,7 @@ class DaemonProcess:
             stdout=self._log_fh,
             stderr=subprocess.STDOUT,
             cwd=self.config.parent,
+            env=self.env,
         )
         self.wait_for_log("watching ", ready_timeout)
 

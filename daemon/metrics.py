@@ -1,0 +1,209 @@
+"""Prometheus metrics and a liveness check, served on ``metrics: {host, port}``.
+
+Each Daemon owns its CollectorRegistry (never the process-global one), so two daemons in one test
+process do not collide. Images are counted when their row is committed (the store calls
+``row_recorded``), so ``inspectd_images_total`` agrees with the database. ``/healthz`` answers 503
+when the processing loop has not completed an iteration for ``stall_seconds``: a hung loop is
+visible even though the HTTP thread itself still answers.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import generate_latest
+
+from daemon.errors import ConfigError, InferenceFailed, UnreadableImage
+from daemon.inference import Score
+from daemon.pipeline import Scorer, StepResult
+from daemon.store import STATUSES, Inspection
+
+# verdict_voided: the file changed after its verdict was recorded; the row was deleted and the file
+# is judged again, so inspectd_images_total can run ahead of the table by this count.
+ERROR_KINDS = (
+    "unreadable_image",
+    "inference_failed",
+    "deferred",
+    "move_failed",
+    "verdict_voided",
+    "reload_refused",
+)
+INFERENCE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+
+
+class Metrics:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.images = Counter(
+            "inspectd_images", "Images recorded in the database, by status", ["status"], registry=r
+        )
+        self.errors = Counter("inspectd_errors", "Problems met while judging, by kind", ["kind"], registry=r)
+        self.inference = Histogram(
+            "inspectd_inference_seconds",
+            "Model inference time per image",
+            buckets=INFERENCE_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "inspectd_end_to_end_seconds",
+            "First seen in the inbox to verdict recorded",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "inspectd_inbox_backlog", "Inbox files seen but not judged or moved yet", registry=r
+        )
+        self.last_success = Gauge(
+            "inspectd_last_success_timestamp_seconds",
+            "Unix time of the last accepted/rejected verdict",
+            registry=r,
+        )
+        self.last_loop = Gauge(
+            "inspectd_loop_last_iteration_timestamp_seconds", "Unix time the loop last went round", registry=r
+        )
+        self.model_loads = Counter("inspectd_model_reloads", "Models swapped in while running", registry=r)
+        self.model = Info("inspectd_model", "The model judging now", registry=r)
+        for status in STATUSES:
+            self.images.labels(status)
+        for kind in ERROR_KINDS:
+            self.errors.labels(kind)
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._clock = clock
+        self._last_beat = clock()
+
+    # -- fed by the store, the scorer and the loop --------------------------------------------
+    def row_recorded(self, row: Inspection) -> None:
+        self.images.labels(row.status).inc()
+        self.counts[row.status] += 1
+        if row.latency_ms is not None:
+            self.latency.observe(max(row.latency_ms, 0.0) / 1000)
+        if row.status != "quarantined":
+            self.last_success.set(time.time())
+
+    def step_done(self, result: StepResult, backlog: int) -> None:
+        if result.outcome == "deferred":
+            self.errors.labels("deferred").inc()
+        elif result.outcome == "vanished" and result.row_id is not None:
+            self.errors.labels("verdict_voided").inc()
+        elif result.outcome in STATUSES and result.row_id is not None and result.final_path is None:
+            self.errors.labels("move_failed").inc()  # recorded, the move is being retried
+        self.backlog.set(backlog)
+        self.beat()
+
+    def beat(self) -> None:
+        self._last_beat = self._clock()
+        self.last_loop.set(time.time())
+
+    def set_model(self, model_id: str, teacher: str, threshold: float) -> None:
+        self.model.info({"model_id": model_id, "teacher": teacher, "threshold": f"{threshold:.4f}"})
+
+    def seconds_since_beat(self) -> float:
+        return self._clock() - self._last_beat
+
+    def status_line(self, backlog: int, model_id: str) -> str:
+        c = self.counts
+        judged = sum(c[s] for s in STATUSES)
+        return (
+            f"judged {judged} ({c['accepted']} accepted, {c['rejected']} rejected, "
+            f"{c['quarantined']} quarantined); backlog {backlog}; model {model_id}"
+        )
+
+
+class MeteredScorer:
+    """Wraps the model the pipeline calls: times inference and counts failures by kind."""
+
+    def __init__(self, model: Scorer, metrics: Metrics) -> None:
+        self.model = model
+        self.metrics = metrics
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    def score(self, path: Path) -> Score:
+        try:
+            result = self.model.score(path)
+        except UnreadableImage:
+            self.metrics.errors.labels("unreadable_image").inc()
+            raise
+        except InferenceFailed:
+            self.metrics.errors.labels("inference_failed").inc()
+            raise
+        self.metrics.inference.observe(result.inference_ms / 1000)
+        return result
+
+
+class MetricsServer:
+    """``/metrics`` (Prometheus text format) and ``/healthz`` on one small single-threaded server."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int, stall_seconds: float) -> None:
+        self.metrics = metrics
+        self.stall_seconds = stall_seconds
+        handler = _handler_for(self)
+        try:
+            self._server = HTTPServer((host, port), handler)
+        except OSError as exc:
+            raise ConfigError(f"metrics: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        self.host, self.port = host, int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.5},
+            name="inspectd-metrics",
+            daemon=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def health(self) -> tuple[int, str]:
+        idle = self.metrics.seconds_since_beat()
+        if idle > self.stall_seconds:
+            return 503, f"stalled: the processing loop has not gone round for {idle:.0f} s\n"
+        return 200, "ok\n"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(timeout)
+        self._server.server_close()
+
+
+def _handler_for(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        timeout = 5  # a client that connects and says nothing cannot hold the server
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, generate_latest(server.metrics.registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                code, text = server.health()
+                self._reply(code, text.encode(), "text/plain; charset=utf-8")
+            else:
+                self._reply(404, b"try /metrics or /healthz\n", "text/plain; charset=utf-8")
+
+        def _reply(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            logger.trace("metrics http: {}", format % args)
+
+    return Handler

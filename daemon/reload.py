@@ -1,0 +1,114 @@
+"""What a reload may change while images flow, and when the model on disk has changed.
+
+SIGHUP re-reads config.yaml. The model, the threshold, the watch rules, the log set-up and the
+retention ages apply live; the folders, the database and the metrics listener need a restart and
+are logged as such (the running values stay). A new export swapped in by rename, or its files
+rewritten, is noticed by a cheap ``stat`` of the IR and its card every ``model.check_seconds``; it
+is loaded only once its files have stayed unchanged for one check, so a half-copied export is
+never picked up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Config
+from daemon.errors import ModelError
+from daemon.model_card import card_path_for, locate_xml
+
+RESTART_SECTIONS = ("paths", "database", "metrics")
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """Dotted names of the settings that differ, e.g. ``["model.threshold", "paths.inbox"]``."""
+    return sorted(_diff(old.model_dump(), new.model_dump(), ""))
+
+
+def _diff(a: Any, b: Any, prefix: str) -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for key in a.keys() | b.keys():
+            out |= _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return set() if a == b else {prefix.rstrip(".")}
+
+
+def needs_restart(key: str) -> bool:
+    return key.split(".", 1)[0] in RESTART_SECTIONS
+
+
+def live_config(running: Config, new: Config) -> Config:
+    """``new`` with the sections that cannot change live kept at their running values."""
+    return new.model_copy(update={section: getattr(running, section) for section in RESTART_SECTIONS})
+
+
+def cache_dir(config: Config) -> Path:
+    return config.paths.cache or config.paths.state / "openvino_cache"
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    path: str
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+Fingerprint = tuple[FileStamp, ...]
+
+
+def fingerprint(model_path: Path) -> Fingerprint:
+    """Identity of the export's files as ``stat`` sees them; raises ModelError if incomplete."""
+    xml = locate_xml(model_path)
+    parts = [xml, xml.with_suffix(".bin")]
+    card = card_path_for(xml)
+    if card is not None:
+        parts.append(card)
+    stamps = []
+    for part in parts:
+        try:
+            st = part.stat()
+        except OSError as exc:
+            raise ModelError(f"{part}: {exc.strerror}") from None
+        stamps.append(FileStamp(str(part), st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stamps)
+
+
+class ModelWatch:
+    """Decides when to try loading the export again; the loop calls ``due`` and ``candidate``."""
+
+    def __init__(self, model_path: Path, check_seconds: float, now: float) -> None:
+        self.model_path = model_path
+        self.check_seconds = check_seconds
+        self.loaded: Fingerprint | None = self._stamp()
+        self.refused: Fingerprint | None = None
+        self._seen: Fingerprint | None = self.loaded
+        self._next = now + check_seconds
+
+    def _stamp(self) -> Fingerprint | None:
+        try:
+            return fingerprint(self.model_path)
+        except ModelError:
+            return None
+
+    def due(self, now: float) -> bool:
+        if self.check_seconds <= 0 or now < self._next:
+            return False
+        self._next = now + self.check_seconds
+        return True
+
+    def candidate(self, force: bool = False) -> Fingerprint | None:
+        """A changed, settled export worth loading now, or None. ``force`` skips the settle check."""
+        stamp = self._stamp()
+        settled = force or stamp == self._seen
+        self._seen = stamp
+        if stamp is None or stamp == self.loaded or not settled:
+            return None
+        if stamp == self.refused and not force:
+            return None  # already refused; wait for the files to change again
+        return stamp
+
+    def retarget(self, model_path: Path) -> None:
+        self.model_path = model_path
