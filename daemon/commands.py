@@ -1,4 +1,4 @@
-"""The daemon's own sub-commands: run, db, results."""
+"""The daemon's own sub-commands: run, db, results, install-service."""
 
 from __future__ import annotations
 
@@ -53,6 +53,30 @@ def register(commands: Any) -> None:
     res.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
     res.set_defaults(handler=cmd_results)
 
+    svc = commands.add_parser(
+        "install-service",
+        help="write a systemd unit that runs the daemon with this config",
+        description=(
+            "Write a hardened systemd unit (Type=notify, watchdog, restart on failure) that runs "
+            "`inspectd run` with this virtualenv's python and --config, as an unprivileged user, "
+            "with only the config's folders writable. Prints to stdout unless --output is given; "
+            "does not call systemctl."
+        ),
+        epilog=(
+            "Typical use: inspectd install-service --config /etc/inspectd/config.yaml "
+            "--output /etc/systemd/system/inspectd.service && systemctl daemon-reload && "
+            "systemctl enable --now inspectd"
+        ),
+    )
+    svc.add_argument("--config", default="config.yaml", help=CONFIG_HELP)
+    svc.add_argument("--user", default="inspectd", help="unprivileged user to run as (default: inspectd)")
+    svc.add_argument("--group", help="group to run as (default: same as --user)")
+    svc.add_argument(
+        "--python", help="interpreter for ExecStart (default: the one running this command, i.e. its venv)"
+    )
+    svc.add_argument("--output", help="write the unit to this file instead of stdout")
+    svc.set_defaults(handler=cmd_install_service)
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     from daemon.service import run
@@ -83,4 +107,27 @@ def cmd_results(args: argparse.Namespace) -> int:
         limit=args.limit or None,
     )
     sys.stdout.write(render(Store(engine).query(query), args.format))
+    return 0
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from daemon.unit import render_unit, warnings_for
+
+    config_file = Path(args.config).expanduser().absolute()
+    config = load_config(config_file)
+    python = Path(args.python).expanduser().absolute() if args.python else None
+    unit = render_unit(config, config_file=config_file, user=args.user, group=args.group, python=python)
+    for note in warnings_for(config, python):
+        print(f"inspectd: warning: {note}", file=sys.stderr)
+    if args.output:
+        out = Path(args.output)
+        out.write_text(unit, encoding="utf-8")
+        print(
+            f"wrote {out}; then: systemctl daemon-reload && systemctl enable --now {out.stem}",
+            file=sys.stderr,
+        )
+    else:
+        sys.stdout.write(unit)
     return 0
