@@ -1,8 +1,9 @@
 """What a reload may change while images flow, and when the model on disk has changed.
 
-SIGHUP re-reads config.yaml. The model, the threshold, the watch rules, the log set-up and the
-retention ages apply live; the folders, the database and the metrics listener need a restart and
-are logged as such (the running values stay). A new export swapped in by rename, or its files
+SIGHUP re-reads config.yaml. The model, the threshold, the watch rules, the size limit, the log
+set-up and the retention ages apply live; the folders, the database, the metrics listener and the
+observer kind (it decides whether close events can be waited for) need a restart and are logged as
+such (the running values stay). A new export swapped in by rename, or its files
 rewritten, is noticed by a cheap ``stat`` of the IR and its card every ``model.check_seconds``; it
 is loaded only once its files have stayed unchanged for one check, so a half-copied export is
 never picked up.
@@ -19,6 +20,7 @@ from daemon.errors import ModelError
 from daemon.model_card import card_path_for, locate_xml
 
 RESTART_SECTIONS = ("paths", "database", "metrics")
+RESTART_KEYS = ("watch.observer", "watch.recursive")
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:
@@ -36,12 +38,16 @@ def _diff(a: Any, b: Any, prefix: str) -> set[str]:
 
 
 def needs_restart(key: str) -> bool:
-    return key.split(".", 1)[0] in RESTART_SECTIONS
+    return key.split(".", 1)[0] in RESTART_SECTIONS or key in RESTART_KEYS
 
 
 def live_config(running: Config, new: Config) -> Config:
-    """``new`` with the sections that cannot change live kept at their running values."""
-    return new.model_copy(update={section: getattr(running, section) for section in RESTART_SECTIONS})
+    """``new`` with what cannot change live kept at its running values."""
+    kept: dict[str, object] = {section: getattr(running, section) for section in RESTART_SECTIONS}
+    kept["watch"] = new.watch.model_copy(
+        update={key.split(".", 1)[1]: getattr(running.watch, key.split(".", 1)[1]) for key in RESTART_KEYS}
+    )
+    return new.model_copy(update=kept)
 
 
 def cache_dir(config: Config) -> Path:

@@ -249,6 +249,7 @@ class Daemon:
         if model is not None and (model_moved or model.model_id != self.model.model_id):
             self._swap_model(model, config)
         self.pipeline.threshold = threshold_for(config, self.model)
+        self.model.max_pixels = config.limits.max_pixels
         self.metrics.set_model(self.model.model_id, self.model.card.teacher, self.pipeline.threshold)
         self.model_watch.check_seconds = config.model.check_seconds
         if config.watch != self.config.watch:

@@ -139,6 +139,8 @@ def test_reload_applies_live_settings_and_names_the_rest(
         data["model"]["threshold"] = 0.9
         data["paths"]["inbox"] = "another-inbox"
         data["watch"]["extensions"] = [".png"]
+        data["watch"]["observer"] = "polling"  # decides whether closes can be waited for: restart
+        data["limits"] = {"max_pixels": 4096}
         data["retention"] = {"rows_days": 30}
         data["log"] = {"level": "DEBUG"}
         config_file.write_text(yaml.safe_dump(data))
@@ -147,9 +149,11 @@ def test_reload_applies_live_settings_and_names_the_rest(
         assert daemon.config.paths.inbox == tmp_path / "inbox"  # kept until a restart
         assert daemon.watcher is not first_watcher
         assert [t.name for t in threading.enumerate()].count("inspectd-rescan") == 1  # the old one stopped
-        assert daemon.config.watch.extensions == (".png",)
+        assert daemon.config.watch.extensions == (".png",) and daemon.config.watch.observer == "auto"
+        assert daemon.model.max_pixels == 4096
         assert daemon.retention is not None and daemon.retention._thread is not None
-        assert any("needs restart" in line and "paths.inbox" in line for line in log_lines)
+        restart = next(line for line in log_lines if "needs restart" in line)
+        assert "paths.inbox" in restart and "watch.observer" in restart
         applied = next(line for line in log_lines if "reload: applied" in line)
         assert "model.threshold" in applied and "watch.extensions" in applied and "paths.inbox" not in applied
 
