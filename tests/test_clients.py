@@ -42,6 +42,8 @@ def binary(name: str) -> str:
         (str(p) for d in ("/usr/sbin", "/sbin") if (p := Path(d) / name).exists()), None
     )
     if found is None:
+        if os.environ.get("CI"):  # .ci/run installs it: missing there means the install broke
+            pytest.fail(f"{name} is not installed although .ci/run should have installed it")
         pytest.skip(f"{name} is not installed here (.ci/run installs it with apt-get)")
     return found
 
