@@ -180,12 +180,17 @@ class Filer:
         p.not_before = self.clock() + delay
         if p not in self.pending:
             self.pending.append(p)
-        what = f"move it to {p.dst.parent}" if p.stage in ("claim", "move") else "update its row"
+        if p.stage == "claim":
+            what = f"move it to {p.dst.parent} (it stays in the inbox as is)"
+        elif p.stage == "move":
+            what = f"move it to {p.dst.parent} (it waits in the inbox as {p.claimed.name})"
+        else:
+            what = "update its row"
         logger.error(
             "#{} {}: cannot {} ({}: {}); nothing lost, retrying in {:.1f} s (attempt {})",
             p.row_id,
             display_name(p.src.name),
-            what,
+            display_name(what),
             exc.__class__.__name__,
             exc,
             delay,
