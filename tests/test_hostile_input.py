@@ -174,3 +174,28 @@ def test_memory_guard_rejects_before_decoding(tmp_path: Path, tiny_model: Path) 
     assert result.outcome == "quarantined" and "120x120 = 14400 pixels" in (result.error or "")
     assert "limits.max_pixels" in (result.error or "")
     assert result.final_path is not None and result.final_path.parent == folders.dests.quarantine
+
+
+def test_unreadable_file_is_quarantined_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file the daemon may not read (uploader's umask 0077; root cannot show this with chmod)."""
+    from daemon import pipeline as pipeline_mod
+    from tests.hotfolder import FakeScorer
+
+    folders = make_folders(tmp_path)
+    locked = write_image(folders.inbox / "locked.png", seed=12)
+    real_sha = pipeline_mod.sha256_of
+
+    def sha_or_denied(path: Path) -> str:
+        if path.name == "locked.png":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_sha(path)
+
+    monkeypatch.setattr(pipeline_mod, "sha256_of", sha_or_denied)
+    pipeline = make_pipeline(folders, FakeScorer())
+    offer(pipeline, locked)
+    (result,) = settle(pipeline)
+    assert result.outcome == "quarantined"
+    assert result.error == "cannot read the file: Permission denied (check the uploader's permissions)"
+    assert (folders.dests.quarantine / "locked.png").exists() and not locked.exists()
