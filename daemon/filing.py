@@ -212,7 +212,8 @@ class Filer:
             p.stage, p.dst_done = "move", True
             how = "it was already filed"
             if same_entry(src, dst):  # a version without claims crashed between link and unlink
-                src.unlink()
+                with contextlib.suppress(OSError):
+                    src.unlink()
         elif os.path.lexists(p.claimed):
             p.stage, how = "move", "it was claimed, not yet filed"
         elif _holds(src, row):
