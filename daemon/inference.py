@@ -19,11 +19,15 @@ from daemon.errors import InferenceFailed, ModelError
 from daemon.imaging import DEFAULT_MAX_PIXELS, decode_rgb
 from daemon.model_card import ModelCard, locate_xml, read_card
 
+# OpenVINO picks bf16 on CPUs that advertise it; without AMX that is ~1.9x slower than f32 here
+# (465 vs 250 ms per image) and shifts scores in the 4th decimal away from training's evaluation.
+CPU_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+
 
 class _CachedInferencer(OpenVINOInferencer):
     def __init__(self, path: Path, device: str, cache_dir: Path) -> None:
         self._cache_dir = cache_dir
-        super().__init__(path=path, device=device)
+        super().__init__(path=path, device=device, config=CPU_CONFIG if device == "CPU" else None)
 
     def load_model(self, path: Any) -> tuple[Any, Any, Any]:
         import openvino as ov

@@ -27,10 +27,6 @@ def surface_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """A real EfficientAD-S export (few steps, random teacher): the daemon loads it like any other."""
-    import os
-
-    if os.environ.get("SPIKE"):
-        return Path(os.environ["SPIKE"])
     from training.fit import train
 
     normal, _abnormal = request.getfixturevalue("surface_set")

@@ -1,0 +1,250 @@
+"""Training: input checks, teacher resolution offline, the penalty set, progress output, and the
+real tiny export that the session fixture ``tiny_model`` trains once."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from daemon.cli import main
+from daemon.model_card import XML_IN_EXPORT, compute_model_id, read_card
+from training.errors import TrainingError
+from training.fit import cpu_precision, train
+from training.images import checked_images
+from training.penalty import CLASS_NAME, build_penalty_set, check_penalty_dir, source_photos
+from training.progress import TrainingProgress
+from training.synthetic import make_surface_set, surface_image
+from training.teacher import Teacher, apply_teacher, cached_teacher_path, resolve_teacher
+
+
+@pytest.fixture
+def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh user cache, so anomalib's real one is neither read nor written."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def no_network() -> None:
+    raise URLError("[Errno -2] Name or service not known (test: network disabled)")
+
+
+def must_not_download() -> None:
+    raise AssertionError("the teacher download must not be attempted")
+
+
+# --- synthetic surfaces -------------------------------------------------------------------------
+
+
+def test_surface_set_is_deterministic_per_seed(tmp_path: Path) -> None:
+    normal, abnormal = make_surface_set(tmp_path / "a", 3, 2, size=64, seed=1)
+    again = make_surface_set(tmp_path / "b", 4, 2, size=64, seed=1)[0]
+    other = make_surface_set(tmp_path / "c", 3, 2, size=64, seed=2)[0]
+    assert [p.name for p in sorted(normal.iterdir())] == ["0000.png", "0001.png", "0002.png"]
+    assert len(list(abnormal.iterdir())) == 2
+    for name in ("0000.png", "0002.png"):  # a larger set starts with the same images
+        assert (normal / name).read_bytes() == (again / name).read_bytes()
+        assert (normal / name).read_bytes() != (other / name).read_bytes()
+    with Image.open(normal / "0000.png") as image:
+        assert (image.size, image.mode) == ((64, 64), "RGB")
+
+
+def test_surface_set_rerun_leaves_no_stale_images(tmp_path: Path) -> None:
+    make_surface_set(tmp_path, 5, 1, size=32)
+    normal, _ = make_surface_set(tmp_path, 2, 1, size=32)
+    assert len(list(normal.iterdir())) == 2
+
+
+def test_abnormal_surfaces_carry_visible_defects() -> None:
+    def outliers(defects: bool, index: int) -> int:
+        grey = surface_image(128, np.random.default_rng([5, index]), defects=defects).mean(axis=2)
+        return int((np.abs(grey - np.median(grey)) > 30).sum())
+
+    assert all(outliers(False, i) == 0 for i in range(8))
+    assert all(outliers(True, i) > 50 for i in range(8))
+
+
+# --- input checks -------------------------------------------------------------------------------
+
+
+def test_image_folder_checks_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="does not exist"):
+        checked_images(tmp_path / "missing", "normal")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainingError, match="holds no images"):
+        checked_images(tmp_path / "empty", "normal")
+    bad = tmp_path / "bad"
+    (bad / "sub").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(bad / "ok.png")
+    (bad / "sub" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(TrainingError, match=r"1 of 2 files .* sub/broken\.jpg"):
+        checked_images(bad, "normal")
+
+
+def test_train_refuses_bad_input_before_any_work(tmp_path: Path, empty_cache: Path) -> None:
+    normal, _ = make_surface_set(tmp_path / "data", 4, 0, size=32)
+    with pytest.raises(TrainingError, match="at least 5"):
+        train(normal, tmp_path / "out", teacher="random")
+    with pytest.raises(TrainingError, match="--max-steps"):
+        train(normal, tmp_path / "out", max_steps=0)
+    with pytest.raises(TrainingError, match="--image-size"):
+        train(normal, tmp_path / "out", image_size=128)
+    make_surface_set(tmp_path / "data", 6, 0, size=32)
+    with pytest.raises(TrainingError, match="inside the image folder"):
+        train(normal, normal / "model", teacher="random")
+    assert not (tmp_path / "out").exists()
+    assert not empty_cache.exists()
+
+
+def test_train_will_not_replace_a_model_unasked(tiny_model: Path, surface_set: tuple[Path, Path]) -> None:
+    with pytest.raises(TrainingError, match="already holds an exported model"):
+        train(surface_set[0], tiny_model, teacher="random")
+
+
+def test_cli_train_reports_an_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "normal").mkdir()
+    code = main(["train", "--normal", str(tmp_path / "normal"), "--output", str(tmp_path / "o")])
+    assert code == 1
+    assert "normal folder" in capsys.readouterr().err
+
+
+# --- teacher ------------------------------------------------------------------------------------
+
+
+def test_auto_teacher_offline_explains_both_ways_out(empty_cache: Path) -> None:
+    calls = []
+
+    def offline() -> None:
+        calls.append(1)
+        no_network()
+
+    with pytest.raises(TrainingError) as error:
+        resolve_teacher("auto", "small", download=offline)
+    message = str(error.value)
+    assert calls == [1]
+    assert "offline" in message
+    assert "--teacher random" in message
+    assert "--teacher PATH" in message
+    assert str(cached_teacher_path("small")) in message
+    assert str(empty_cache) in message
+
+
+def test_auto_teacher_uses_the_cached_weights(empty_cache: Path) -> None:
+    path = cached_teacher_path("small")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"weights")
+    assert resolve_teacher("auto", "small", download=must_not_download) == Teacher("pretrained", path, 0)
+
+
+def test_random_and_path_teachers(tmp_path: Path, empty_cache: Path) -> None:
+    assert resolve_teacher("random", "small", 3, download=must_not_download).source == "random(seed=3)"
+    weights = tmp_path / "t.pth"
+    weights.write_bytes(b"x")
+    assert resolve_teacher(str(weights), "small").source == f"path:{weights.resolve()}"
+    with pytest.raises(TrainingError, match="no such file"):
+        resolve_teacher(str(tmp_path / "nope.pth"), "small")
+    assert not empty_cache.exists()
+
+
+def test_apply_teacher_is_seeded_and_loads_state_dicts(tmp_path: Path) -> None:
+    def network() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+
+    a, b, c = network(), network(), network()
+    apply_teacher(a, Teacher("random(seed=1)", None, 1))
+    apply_teacher(b, Teacher("random(seed=1)", None, 1))
+    apply_teacher(c, Teacher("random(seed=2)", None, 2))
+    assert torch.equal(a[0].weight, b[0].weight)
+    assert not torch.equal(a[0].weight, c[0].weight)
+
+    torch.save(a.state_dict(), tmp_path / "teacher.pth")
+    apply_teacher(c, Teacher("path", tmp_path / "teacher.pth"))
+    assert torch.equal(a[2].weight, c[2].weight)
+    torch.save({"wrong": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(TrainingError, match="cannot load the teacher"):
+        apply_teacher(c, Teacher("path", tmp_path / "wrong.pth"))
+
+
+def test_random_teacher_model_never_touches_anomalib_cache(
+    tmp_path: Path, empty_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anomalib.models.image.efficient_ad import lightning_model
+
+    from training.model import InspectdEfficientAd
+
+    monkeypatch.setattr(lightning_model, "download_and_extract", lambda *_: must_not_download())
+    model = InspectdEfficientAd(Teacher("random(seed=0)", None, 0), tmp_path, "small", 256)
+    model.prepare_pretrained_model()
+    assert not (empty_cache / "anomalib").exists()
+
+
+# --- penalty set, progress ----------------------------------------------------------------------
+
+
+def test_penalty_set_is_an_image_folder_of_photos(tmp_path: Path) -> None:
+    from torchvision.datasets import ImageFolder
+
+    root = build_penalty_set(tmp_path / "penalty", crops_per_photo=1)
+    dataset = ImageFolder(root)
+    assert dataset.classes == [CLASS_NAME]
+    assert len(dataset) == len(source_photos()) >= 10
+    assert check_penalty_dir(root) == root
+    with pytest.raises(TrainingError, match="sub-folder"):
+        check_penalty_dir(root / CLASS_NAME)
+
+
+def test_progress_log_is_sparse_and_has_an_eta() -> None:
+    stream, now = io.StringIO(), [0.0]
+    progress = TrainingProgress(1000, stream=stream, interactive=False, clock=lambda: now[0])
+    trainer = SimpleNamespace(global_step=0, num_training_batches=40)
+    progress.on_train_start(trainer, None)  # type: ignore[arg-type]
+    for step in range(1, 1001):
+        now[0] += 1.5
+        trainer.global_step = step
+        progress.on_train_batch_end(trainer, None, {"loss": torch.tensor(2.0)}, None, step)  # type: ignore[arg-type]
+    lines = stream.getvalue().splitlines()
+    assert "40 training images" in lines[0]
+    assert 20 <= len(lines) <= 80  # 25 minutes of training
+    assert "step 500/1000 (50%)  loss 2.000  1.50 s/step  ETA 12:30" in stream.getvalue()
+    assert lines[-1].startswith("train: step 1000/1000 (100%)")
+
+
+# --- the real tiny export -----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(900)
+def test_tiny_export_has_layout_and_valid_card(tiny_model: Path) -> None:
+    xml = tiny_model / XML_IN_EXPORT
+    assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    data = json.loads((tiny_model / "model.json").read_text())
+    assert data["model_id"] == compute_model_id(xml)
+    card = read_card(xml)  # the daemon's own check: card and IR agree
+    assert (card.steps, card.teacher, card.train_images) == (3, "random(seed=0)", 8)
+    assert (card.threshold, card.threshold_policy, card.image_size) == (0.5, "exported-default", (256, 256))
+    assert card.created_at.endswith("+00:00")
+    assert card.extra["precision"] == cpu_precision()
+    assert sorted(p.name for p in tiny_model.iterdir()) == ["model.json", "weights"]  # work dir removed
+    for litter in ("lightning_logs", "results", "openvino_cache", "datasets"):
+        assert not (Path.cwd() / litter).exists()
+
+
+@pytest.mark.timeout(900)
+def test_tiny_export_takes_any_rgb_size_and_scores_in_unit_range(tiny_model: Path) -> None:
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(tiny_model / XML_IN_EXPORT)
+    assert str(model.input(0).get_partial_shape()) == "[?,3,?,?]"
+    assert model.input(0).get_element_type() == ov.Type.f32
+    compiled = core.compile_model(model, "CPU")
+    out = compiled(np.full((1, 3, 100, 140), 0.6, dtype=np.float32))
+    score = out[compiled.output("pred_score")]
+    assert score.shape == (1, 1) and 0.0 <= float(score[0, 0]) <= 1.0
+    assert out[compiled.output("anomaly_map")].shape == (1, 1, 256, 256)

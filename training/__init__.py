@@ -1,0 +1,1 @@
+"""Model fitting, export and evaluation for inspectd."""

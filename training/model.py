@@ -1,0 +1,29 @@
+"""EfficientAd whose teacher is chosen up front instead of downloaded at fit start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from anomalib.models import EfficientAd
+
+from training.teacher import Teacher, apply_teacher
+
+
+class InspectdEfficientAd(EfficientAd):
+    """anomalib's EfficientAd, except that the teacher weights are loaded at construction.
+
+    anomalib fetches the teacher inside ``on_train_start``, i.e. after data loading has begun,
+    and fails there when offline; loading it here surfaces a bad teacher before any work and
+    keeps random teachers out of anomalib's cache.
+    """
+
+    def __init__(self, teacher: Teacher, imagenet_dir: Path, model_size: str, image_size: int) -> None:
+        super().__init__(
+            imagenet_dir=imagenet_dir,
+            model_size=model_size,
+            pre_processor=EfficientAd.configure_pre_processor((image_size, image_size)),
+        )
+        apply_teacher(self.model.teacher, teacher)
+
+    def prepare_pretrained_model(self) -> None:
+        """The teacher was set in ``__init__``; anomalib's download must not run."""
