@@ -31,6 +31,8 @@ class ModelCard:
     threshold: float = DEFAULT_THRESHOLD
     threshold_policy: str = "exported-default"
     created_at: str = ""
+    # How the threshold did on the held-out images: policy, n_normal, n_abnormal, frr, far, auroc.
+    validation: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

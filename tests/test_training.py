@@ -227,10 +227,15 @@ def test_tiny_export_has_layout_and_valid_card(tiny_model: Path) -> None:
     assert data["model_id"] == compute_model_id(xml)
     card = read_card(xml)  # the daemon's own check: card and IR agree
     assert (card.steps, card.teacher, card.train_images) == (3, "random(seed=0)", 8)
-    assert (card.threshold, card.threshold_policy, card.image_size) == (0.5, "exported-default", (256, 256))
+    assert (card.threshold_policy, card.image_size) == ("normal-quantile=0.99", (256, 256))
+    assert card.validation["n_normal"] == 2 and card.validation["n_abnormal"] == 0
+    assert card.validation["normal_score_max"] >= card.threshold  # 0.99-quantile of two scores
     assert card.created_at.endswith("+00:00")
     assert card.extra["precision"] == cpu_precision()
-    assert sorted(p.name for p in tiny_model.iterdir()) == ["model.json", "weights"]  # work dir removed
+    assert (card.extra["export_precision"], card.extra["opset"]) == ("fp32", 18)
+    assert card.extra["stopped_by"] == "max-steps"
+    names = sorted(p.name for p in tiny_model.iterdir())
+    assert names == ["model.json", "train_hashes.txt", "weights"]  # work dir and checkpoints removed
     for litter in ("lightning_logs", "results", "openvino_cache", "datasets"):
         assert not (Path.cwd() / litter).exists()
 

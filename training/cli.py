@@ -13,7 +13,14 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from training.settings import DEFAULT_IMAGE_SIZE, DEFAULT_MAX_STEPS, MODEL_SIZES
+from training.settings import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_OPSET,
+    EXPORT_PRECISIONS,
+    MODEL_SIZES,
+)
 
 PRECISION_FLAGS = {"auto": None, "bf16": "bf16-mixed", "fp32": "32-true"}  # -> Lightning's names
 
@@ -72,11 +79,51 @@ def register(commands: Any) -> None:
         help="square input size, 256-1024; cost grows with its square (default: %(default)s)",
     )
     train.add_argument(
-        "--precision",
+        "--train-precision",
         choices=("auto", "bf16", "fp32"),
         default="auto",
         help="arithmetic for training; auto: bf16 on CPUs with AMX, else fp32, which is faster than "
         "bf16 on AVX-512 BF16 without AMX (default: auto)",
+    )
+    train.add_argument(
+        "--threshold-policy",
+        metavar="f1|target-frr=X|normal-quantile=Q",
+        help="how the accept/reject threshold is chosen from the held-out images' scores: f1 "
+        "maximises F1 (needs --abnormal); target-frr=X is the strictest threshold that rejects at "
+        "most the fraction X of good parts; normal-quantile=Q is the Q-quantile of the good parts' "
+        "scores (default: f1 with --abnormal, else normal-quantile=0.99)",
+    )
+    train.add_argument(
+        "--max-minutes",
+        type=float,
+        metavar="M",
+        help="stop training after M minutes of wall-clock time, then calibrate and export as usual",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=DEFAULT_CHECKPOINT_EVERY,
+        metavar="N",
+        help="write OUTPUT/checkpoints/last.ckpt every N steps, kept when a run stops early or is "
+        "interrupted; 0: off (default: %(default)s)",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUTPUT/checkpoints/last.ckpt; pass the same options as the first run",
+    )
+    train.add_argument(
+        "--precision",
+        choices=EXPORT_PRECISIONS,
+        default="fp32",
+        help="weights of the exported model; fp16 halves the .bin (default: fp32)",
+    )
+    train.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        metavar="N",
+        help="ONNX opset of the intermediate export (default: %(default)s)",
     )
     train.add_argument("--overwrite", action="store_true", help="replace a model already in --output")
     train.set_defaults(handler=cmd_train)
@@ -124,13 +171,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         imagenet_dir=args.imagenet_dir,
         image_size=args.image_size,
-        precision=PRECISION_FLAGS[args.precision],
+        train_precision=PRECISION_FLAGS[args.train_precision],
+        threshold_policy=args.threshold_policy,
+        max_minutes=args.max_minutes,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        export_precision=args.precision,
+        opset=args.opset,
         overwrite=args.overwrite,
     )
     print(
         f"model {card.model_id} written to {args.output} ({card.steps} steps on {card.train_images} "
-        f"images, teacher {card.teacher}, threshold {card.threshold})"
+        f"images, teacher {card.teacher}, threshold {card.threshold:.4f} by {card.threshold_policy})"
     )
+    if card.extra.get("stopped_by") == "time-budget":
+        print("stopped by --max-minutes; continue with --resume and the same options as this run")
     if args.abnormal:
         print(f"check it: inspectd evaluate --model {args.output} --normal DIR --abnormal DIR")
     return 0

@@ -8,35 +8,49 @@ from __future__ import annotations
 
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import anomalib
 import torch
 from anomalib.data import Folder
-from anomalib.deploy import ExportType
+from anomalib.deploy import CompressionType, ExportType
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 
 from daemon.model_card import XML_IN_EXPORT, ModelCard, compute_model_id, write_card
+from training.calibrate import Policy, check_policy, default_policy, parse_policy
+from training.callbacks import LAST_CHECKPOINT, PeriodicCheckpoint, TimeBudget
+from training.data_checks import drop_abnormal_copies, shape_warnings, write_hashes
 from training.errors import TrainingError
+from training.held_out import calibrate_export, held_out_images
 from training.images import EXTENSIONS, checked_images
 from training.model import InspectdEfficientAd
 from training.penalty import build_penalty_set, check_penalty_dir
 from training.progress import TrainingProgress, quiet_libraries
-from training.settings import DEFAULT_IMAGE_SIZE, DEFAULT_MAX_STEPS, MODEL_SIZES
+from training.settings import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_OPSET,
+    EXPORT_PRECISIONS,
+    MODEL_SIZES,
+)
 from training.teacher import Teacher, resolve_teacher
 
 # anomalib holds out 20 % of the normal images to calibrate scores; below 5 that is no image.
 MIN_NORMAL_IMAGES = 5
 HELD_OUT_RATIO = 0.2
-ONNX_OPSET = 18
+OPSETS = range(14, 21)  # what torch's ONNX exporter and OpenVINO's reader both handle here
+CHECKPOINTS = "checkpoints"
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 256, 1024  # below 256 the autoencoder's 8x8 bottleneck conv fails
 PRECISIONS = ("bf16-mixed", "32-true")
 
@@ -57,7 +71,7 @@ def cpu_precision() -> str:
 class _Recipe:
     """Everything a fit depends on, checked."""
 
-    normal_dir: Path
+    normals: list[Path]  # checked, without copies of abnormal images
     abnormal_dir: Path | None
     teacher: Teacher
     penalty_dir: Path | None
@@ -66,6 +80,12 @@ class _Recipe:
     image_size: int
     precision: str
     seed: int
+    policy: Policy
+    max_minutes: float | None
+    checkpoint_every: int
+    resume_from: Path | None
+    export_precision: str
+    opset: int
 
 
 @dataclass(frozen=True)
@@ -78,6 +98,9 @@ class _Run:
     held_out_images: int
     train_seconds: float
     export_seconds: float
+    threshold: float
+    validation: dict[str, Any]
+    stopped_by: str
 
 
 def train(
@@ -91,36 +114,60 @@ def train(
     seed: int = 0,
     imagenet_dir: Path | None = None,
     image_size: int = DEFAULT_IMAGE_SIZE,
-    precision: str | None = None,
+    train_precision: str | None = None,
+    threshold_policy: str | None = None,
+    max_minutes: float | None = None,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    resume: bool = False,
+    export_precision: str = "fp32",
+    opset: int = DEFAULT_OPSET,
     overwrite: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> ModelCard:
-    """Train, export to OpenVINO and write the model card; every check runs before training.
+    """Train, export to OpenVINO, calibrate the threshold and write the model card; every check
+    runs before training.
 
-    ``precision`` is a Lightning precision string; ``None`` picks bf16 where the CPU has it.
+    ``train_precision`` is a Lightning precision string; ``None`` picks bf16 where the CPU has it.
+    ``threshold_policy`` is ``f1`` / ``target-frr=X`` / ``normal-quantile=Q`` (see
+    ``training.calibrate``); ``None`` picks f1 with abnormal images, else normal-quantile=0.99.
     """
+    warn = warn or _warn_to_stderr
     normal_dir, output = Path(normal_dir), Path(output)
     abnormal_dir = Path(abnormal_dir) if abnormal_dir else None
-    precision = precision or cpu_precision()
-    _check_options(max_steps, model_size, image_size, precision)
+    train_precision = train_precision or cpu_precision()
+    _check_options(max_steps, model_size, image_size, train_precision)
+    _check_run_options(max_minutes, checkpoint_every, export_precision, opset)
+    policy = parse_policy(threshold_policy) if threshold_policy else default_policy(bool(abnormal_dir))
+    check_policy(policy, has_abnormal=bool(abnormal_dir))
+    resume_from = _checkpoint_to_resume(output) if resume else None
     normals = checked_images(normal_dir, "normal")
+    abnormals = checked_images(abnormal_dir, "abnormal") if abnormal_dir else []
+    for message in shape_warnings(normals, "normal") + shape_warnings(abnormals, "abnormal"):
+        warn(message)
+    normals = drop_abnormal_copies(normals, abnormals, warn)
     if len(normals) < MIN_NORMAL_IMAGES:
         raise TrainingError(
-            f"the normal folder {normal_dir} holds {len(normals)} images; at least "
+            f"the normal folder {normal_dir} holds {len(normals)} usable images; at least "
             f"{MIN_NORMAL_IMAGES} are needed (a few hundred give a usable model)"
         )
-    abnormals = checked_images(abnormal_dir, "abnormal") if abnormal_dir else []
     penalty_dir = check_penalty_dir(Path(imagenet_dir)) if imagenet_dir else None
     _check_output(output, overwrite, [normal_dir, *([abnormal_dir] if abnormal_dir else [])])
     recipe = _Recipe(
-        normal_dir=normal_dir,
+        normals=normals,
         abnormal_dir=abnormal_dir,
         teacher=resolve_teacher(teacher, model_size, seed),
         penalty_dir=penalty_dir,
         max_steps=max_steps,
         model_size=model_size,
         image_size=image_size,
-        precision=precision,
+        precision=train_precision,
         seed=seed,
+        policy=policy,
+        max_minutes=max_minutes,
+        checkpoint_every=checkpoint_every,
+        resume_from=resume_from,
+        export_precision=export_precision,
+        opset=opset,
     )
     created = not output.exists()
     output.mkdir(parents=True, exist_ok=True)
@@ -130,6 +177,9 @@ def train(
         if created and not any(output.iterdir()):
             output.rmdir()
         raise
+    write_hashes(output, [*normals, *abnormals])
+    if run.stopped_by == "max-steps":  # finished: nothing left to resume, keep the export small
+        shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
     card = ModelCard(
         model_id=compute_model_id(run.xml),
         anomalib_version=anomalib.__version__,
@@ -139,10 +189,18 @@ def train(
         train_images=run.train_images,
         steps=run.steps,
         teacher=recipe.teacher.source,
+        threshold=run.threshold,
+        threshold_policy=str(policy),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        validation=run.validation,
         extra={
             "seed": seed,
-            "precision": precision,
+            "precision": train_precision,  # training arithmetic (Lightning's name)
+            "export_precision": export_precision,
+            "opset": opset,
+            "stopped_by": run.stopped_by,
+            "max_minutes": max_minutes,
+            "resumed_from": str(resume_from) if resume_from else None,
             "normal_dir": str(normal_dir.resolve()),
             "abnormal_images": len(abnormals),
             "held_out_images": run.held_out_images,
@@ -155,15 +213,20 @@ def train(
     return card
 
 
+def _warn_to_stderr(message: str) -> None:
+    print(f"train: warning: {message}", file=sys.stderr, flush=True)
+
+
 def _fit_and_export(recipe: _Recipe, output: Path) -> _Run:
     """All of Lightning's and anomalib's files go to a scratch folder inside ``output``, which is
-    removed afterwards; only the OpenVINO IR is moved into place."""
+    removed afterwards; only the OpenVINO IR is moved into place (and checkpoints, if any, are
+    written to ``output/checkpoints``)."""
     with tempfile.TemporaryDirectory(prefix=".inspectd-train-", dir=output) as tmp:
         work = Path(tmp)
         seed_everything(recipe.seed, verbose=False)
         datamodule = Folder(
             name="inspectd",
-            normal_dir=recipe.normal_dir,
+            normal_dir=_link_images(recipe.normals, work / "normal"),
             abnormal_dir=recipe.abnormal_dir,
             extensions=EXTENSIONS,  # type: ignore[arg-type]  # anomalib annotates tuple[str]
             train_batch_size=1,  # EfficientAD trains on single images
@@ -175,6 +238,12 @@ def _fit_and_export(recipe: _Recipe, output: Path) -> _Run:
         )
         penalty = recipe.penalty_dir or build_penalty_set(work / "penalty", seed=recipe.seed)
         model = InspectdEfficientAd(recipe.teacher, penalty, recipe.model_size, recipe.image_size)
+        budget = TimeBudget(recipe.max_minutes) if recipe.max_minutes else None
+        callbacks: list[Any] = [TrainingProgress(recipe.max_steps)]
+        if recipe.checkpoint_every:
+            callbacks.append(PeriodicCheckpoint(output / CHECKPOINTS, recipe.checkpoint_every))
+        if budget:
+            callbacks.append(budget)
         engine = Engine(
             max_steps=recipe.max_steps,
             accelerator="cpu",
@@ -186,11 +255,13 @@ def _fit_and_export(recipe: _Recipe, output: Path) -> _Run:
             enable_model_summary=False,
             check_val_every_n_epoch=None,
             val_check_interval=recipe.max_steps,  # calibrate once, on the final weights
-            callbacks=[TrainingProgress(recipe.max_steps)],
+            callbacks=callbacks,
         )
         started = time.monotonic()
         with quiet_libraries(), _ctrl_c_raises():
-            engine.fit(model, datamodule=datamodule)
+            engine.fit(model, datamodule=datamodule, ckpt_path=recipe.resume_from)
+            if not _calibrated(model):  # a stop before max_steps may skip Lightning's validation
+                engine.validate(model, datamodule=datamodule)
         train_s = time.monotonic() - started
         if not _calibrated(model):
             raise TrainingError("calibration on the held-out images did not run; nothing exported")
@@ -201,17 +272,60 @@ def _fit_and_export(recipe: _Recipe, output: Path) -> _Run:
                 model,
                 ExportType.OPENVINO,
                 export_root=work / "export",
-                onnx_kwargs={"opset_version": ONNX_OPSET, "verbose": False},
+                compression_type=CompressionType.FP16 if recipe.export_precision == "fp16" else None,
+                onnx_kwargs={"opset_version": recipe.opset, "verbose": False},
             )
         export_s = time.monotonic() - started
+        xml = _install_export(work / "export", output)
+        normal, abnormal = held_out_images(datamodule)
+        threshold, validation = calibrate_export(output, normal, abnormal, recipe.policy, work / "ov-cache")
         return _Run(
-            xml=_install_export(work / "export", output),
+            xml=xml,
             steps=engine.trainer.global_step,
             train_images=len(datamodule.train_data),
             held_out_images=len(datamodule.val_data),
             train_seconds=train_s,
             export_seconds=export_s,
+            threshold=threshold,
+            validation=validation,
+            stopped_by="time-budget" if budget and budget.stopped_at is not None else "max-steps",
         )
+
+
+def _link_images(images: list[Path], folder: Path) -> Path:
+    """A folder of links to exactly the checked images, for anomalib's Folder to glob.
+
+    Numbered names keep the sorted order of the originals, hence the same seeded split.
+    """
+    folder.mkdir(parents=True)
+    for index, image in enumerate(images):
+        (folder / f"{index:06d}{image.suffix.lower()}").symlink_to(image.resolve())
+    return folder
+
+
+def _checkpoint_to_resume(output: Path) -> Path:
+    checkpoint = output / CHECKPOINTS / LAST_CHECKPOINT
+    if not checkpoint.is_file():
+        raise TrainingError(
+            f"--resume: no checkpoint at {checkpoint}; checkpoints are written every "
+            "--checkpoint-every steps and kept when a run stops early or is interrupted"
+        )
+    return checkpoint
+
+
+def _check_run_options(
+    max_minutes: float | None, checkpoint_every: int, export_precision: str, opset: int
+) -> None:
+    if max_minutes is not None and not max_minutes > 0:
+        raise TrainingError(f"--max-minutes must be more than 0, got {max_minutes}")
+    if checkpoint_every < 0:
+        raise TrainingError(f"--checkpoint-every must be 0 (off) or more, got {checkpoint_every}")
+    if export_precision not in EXPORT_PRECISIONS:
+        raise TrainingError(
+            f"--precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {export_precision!r}"
+        )
+    if opset not in OPSETS:
+        raise TrainingError(f"--opset must be between {OPSETS[0]} and {OPSETS[-1]}, got {opset}")
 
 
 def _calibrated(model: InspectdEfficientAd) -> bool:
@@ -230,7 +344,7 @@ def _check_options(max_steps: int, model_size: str, image_size: int, precision: 
             f"(EfficientAD's autoencoder needs at least {MIN_IMAGE_SIZE})"
         )
     if precision not in PRECISIONS:
-        raise TrainingError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise TrainingError(f"--train-precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 def _check_output(output: Path, overwrite: bool, inputs: list[Path]) -> None:
