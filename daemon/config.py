@@ -165,7 +165,7 @@ def resolve_sqlite_url(url: str, base: Path) -> str:
 
 
 def dump_defaults() -> dict[str, Any]:
-    """The embedded defaults, used by ``inspectd demo`` to write its own config."""
+    """A self-contained config (every folder beside the file), as ``inspectd demo`` writes it."""
     return {
         "paths": {
             "inbox": "inbox",

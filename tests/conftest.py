@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from daemon.config import Config, load_config
+from daemon.config import Config, dump_defaults, load_config
 
 
 @pytest.fixture(scope="session")
@@ -61,18 +61,9 @@ def write_image(path: Path, seed: int = 0, size: int = 64) -> Path:
 
 def make_config(root: Path, model: Path, **overrides: Any) -> Path:
     """Write a config.yaml under ``root`` with relative folders, like a user would."""
-    data: dict[str, Any] = {
-        "paths": {
-            "inbox": "inbox",
-            "accepted": "accepted",
-            "rejected": "rejected",
-            "quarantine": "quarantine",
-            "state": "state",
-        },
-        "database": {"url": "sqlite:///inspectd.db"},
-        "model": {"path": str(model), "device": "CPU", "threshold": None},
-        "watch": {"settle_ms": 300, "rescan_seconds": 2},
-    }
+    data = dump_defaults()  # the same self-contained layout `inspectd demo` writes
+    data["model"]["path"] = str(model)
+    data["watch"] = {"settle_ms": 300, "rescan_seconds": 2}
     for dotted, value in overrides.items():
         section, key = dotted.split("__")
         data.setdefault(section, {})[key] = value
