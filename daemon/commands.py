@@ -21,7 +21,11 @@ def register(commands: Any) -> None:
         description=(
             "Watch paths.inbox; judge every complete image with the exported model; record one "
             "row per image; move it to accepted/, rejected/ or quarantine/. Upgrades the database "
-            "schema on start. SIGTERM or Ctrl-C finishes the current image, then exits 0."
+            "schema on start. SIGTERM or Ctrl-C finishes the current image, then exits 0. "
+            "SIGHUP re-reads the config (threshold, watch rules, limits, log, retention) and the "
+            "model without stopping; a new export swapped in at model.path is also picked up by "
+            "itself within model.check_seconds. Exit code 2: the configuration is wrong (the "
+            "message names the key)."
         ),
     )
     run.add_argument("--config", default="config.yaml", help=CONFIG_HELP)
