@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from anomalib.deploy import OpenVINOInferencer
+from numpy.typing import NDArray
 
 from daemon.errors import InferenceFailed, ModelError
 from daemon.imaging import DEFAULT_MAX_PIXELS, decode_rgb
@@ -75,15 +76,22 @@ class Model:
 
     def score(self, path: Path) -> Score:
         """Decode and score one file; UnreadableImage / InferenceFailed name the reason."""
+        return self.predict(path)[0]
+
+    def predict(self, path: Path) -> tuple[Score, NDArray[np.float32]]:
+        """``score`` plus the anomaly map (HxW at the model's input size, normalised like the
+        score, so 0.5 is the exported boundary); for reports that show *where* a part looks wrong."""
         t0 = time.perf_counter()
         image = decode_rgb(path, self.max_pixels)
         t1 = time.perf_counter()
         try:
             batch = self._inferencer.predict(image)
             value = float(np.asarray(batch.pred_score).reshape(-1)[0])
+            heat = np.asarray(batch.anomaly_map, dtype=np.float32)
+            heat = heat.reshape(heat.shape[-2:])
         except Exception as exc:
             raise InferenceFailed(f"inference failed: {exc}") from exc
         t2 = time.perf_counter()
         if not np.isfinite(value):
             raise InferenceFailed(f"model returned a non-finite score ({value})")
-        return Score(score=value, inference_ms=(t2 - t1) * 1000, decode_ms=(t1 - t0) * 1000)
+        return Score(score=value, inference_ms=(t2 - t1) * 1000, decode_ms=(t1 - t0) * 1000), heat

@@ -1,57 +1,50 @@
-"""Score image files with an exported model through anomalib's OpenVINOInferencer.
+"""Score image files with the daemon's own scorer, so evaluation measures what the line will see.
 
-Stand-in until ``daemon.inference`` exists: evaluation only depends on ``score_images``. Two
-changes from anomalib: nothing is compiled into ``./openvino_cache`` in the caller's CWD, and
-inference runs in f32. OpenVINO defaults to bf16 on AVX-512 BF16 CPUs, which measured 1.9x slower
-here (465 vs 250 ms per 256 px image) and shifts scores in the fourth decimal.
+``daemon.inference.Model`` decodes exactly like the daemon (same reader, same limits, f32
+inference); its OpenVINO compile cache goes to a temporary folder, never ``./openvino_cache``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
+from daemon.errors import InspectdError
+from daemon.inference import Model
 from training.errors import TrainingError
 
-F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+
+@contextmanager
+def loaded_model(xml: Path) -> Iterator[Model]:
+    """The export loaded once, with a compile cache that is removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="inspectd-eval-cache-") as cache:
+        try:
+            model = Model(xml, Path(cache))
+        except InspectdError as exc:  # ModelError: unreadable IR, unknown device
+            raise TrainingError(f"cannot load the exported model {xml}: {exc}") from exc
+        yield model
 
 
 def score_images(xml: Path, paths: Iterable[Path]) -> list[float]:
     """Anomaly score in [0, 1] per image, in order; 0.5 is the exported decision boundary."""
-    inferencer = _inferencer(xml)
-    scores = []
-    for path in paths:
-        try:
-            result = inferencer.predict(path)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise TrainingError(f"cannot score {path}: {exc}") from exc
-        scores.append(float(result.pred_score.reshape(-1)[0]))
-    return scores
+    with loaded_model(xml) as model:
+        return [_predict(model, path)[0] for path in paths]
 
 
-def _inferencer(xml: Path) -> Any:
-    from anomalib.deploy import OpenVINOInferencer
+def anomaly_maps(xml: Path, paths: Iterable[Path]) -> list[NDArray[np.float32]]:
+    """The normalised anomaly map of each image, in order (for the report's overlays)."""
+    with loaded_model(xml) as model:
+        return [_predict(model, path)[1] for path in paths]
 
-    class CachelessInferencer(OpenVINOInferencer):
-        """anomalib's inferencer without the ``CACHE_DIR`` it forces into the CWD.
 
-        A compile cache pays off for GPU/NPU plugins; on CPU this model compiles in a few seconds.
-        """
-
-        def load_model(self, path: str | Path | tuple[bytes, bytes]) -> tuple[Any, Any, Any]:
-            import openvino as ov
-
-            xml_path = Path(str(path))
-            core = ov.Core()
-            compiled = core.compile_model(
-                core.read_model(xml_path, xml_path.with_suffix(".bin")),
-                self.device or "CPU",
-                self.config or {},
-            )
-            return compiled.input(0), compiled.output(0), compiled
-
+def _predict(model: Model, path: Path) -> tuple[float, NDArray[np.float32]]:
     try:
-        return CachelessInferencer(xml, device="CPU", config=F32)
-    except RuntimeError as exc:  # OpenVINO reports unreadable IR as RuntimeError
-        raise TrainingError(f"cannot load the exported model {xml}: {exc}") from exc
+        score, heat = model.predict(path)
+    except InspectdError as exc:  # UnreadableImage / InferenceFailed carry the reason
+        raise TrainingError(f"cannot score {path}: {exc}") from exc
+    return score.score, heat
