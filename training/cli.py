@@ -149,6 +149,13 @@ def register(commands: Any) -> None:
         action="store_true",
         help="print one JSON object: auroc, eer, far, frr, threshold, n_normal, n_abnormal",
     )
+    evaluate.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="also write DIR/index.html with score histograms, ROC curve, confusion table and the "
+        "worst false accepts/rejects with their anomaly maps",
+    )
     evaluate.set_defaults(handler=cmd_evaluate)
 
 
@@ -194,8 +201,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        from training.evaluate import evaluate, format_report
+        from training.evaluate import format_report, score_folders, teacher_warning
 
-    result = evaluate(args.model, args.normal, args.abnormal)
+    scored = score_folders(args.model, args.normal, args.abnormal)
+    result = scored.evaluation()
+    warning = teacher_warning(scored.card)
+    if warning:
+        print(f"evaluate: WARNING: {warning}", file=sys.stderr)
+    if args.report:
+        from training.report import write_report
+
+        index = write_report(args.report, scored)
+        print(f"evaluate: report written to {index}", file=sys.stderr)
     print(json.dumps(result.to_dict()) if args.json else format_report(result, args.model))
     return 0

@@ -3,28 +3,74 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.model_card import locate_xml, read_card
+from daemon.model_card import ModelCard, locate_xml, read_card
 from training.images import checked_images
 from training.metrics import Evaluation, evaluate_scores
 
 Scorer = Callable[[Path, Iterable[Path]], list[float]]
 
 
-def evaluate(
+@dataclass(frozen=True)
+class Scored:
+    """Every image with its score, kept for the report (which shows the worst mistakes)."""
+
+    xml: Path
+    card: ModelCard
+    normal: list[tuple[Path, float]]
+    abnormal: list[tuple[Path, float]]
+
+    def evaluation(self) -> Evaluation:
+        return evaluate_scores(
+            [s for _, s in self.normal], [s for _, s in self.abnormal], self.card.threshold
+        )
+
+
+def score_folders(
     model: Path, normal_dir: Path, abnormal_dir: Path, *, scorer: Scorer | None = None
-) -> Evaluation:
-    """Score both folders and compare; the threshold is the model card's (0.5 without a card)."""
+) -> Scored:
+    """Check both folders, then score them; the threshold is the model card's (0.5 without one)."""
     xml = locate_xml(Path(model))
-    threshold = read_card(xml).threshold
+    card = read_card(xml)
     normals = checked_images(Path(normal_dir), "normal")
     abnormals = checked_images(Path(abnormal_dir), "abnormal")
     if scorer is None:
         from training.scoring import score_images
 
         scorer = score_images
-    return evaluate_scores(scorer(xml, normals), scorer(xml, abnormals), threshold)
+    return Scored(
+        xml=xml,
+        card=card,
+        normal=list(zip(normals, scorer(xml, normals), strict=True)),
+        abnormal=list(zip(abnormals, scorer(xml, abnormals), strict=True)),
+    )
+
+
+def evaluate(
+    model: Path, normal_dir: Path, abnormal_dir: Path, *, scorer: Scorer | None = None
+) -> Evaluation:
+    """Score both folders and compare; the threshold is the model card's (0.5 without a card)."""
+    return score_folders(model, normal_dir, abnormal_dir, scorer=scorer).evaluation()
+
+
+def teacher_warning(card: ModelCard) -> str | None:
+    """Why the figures may understate the method: only a pretrained teacher gives EfficientAD's
+    published accuracy. ``None`` when the card names a pretrained teacher."""
+    if card.teacher == "pretrained" or card.teacher.startswith("path:"):
+        return None
+    if card.teacher.startswith("random"):
+        return (
+            f"this model was trained with a random teacher ({card.teacher}), not the pretrained "
+            "one: expect clearly lower accuracy than `inspectd train --teacher auto` (or "
+            "--teacher PATH) would give; retrain with the pretrained teacher before trusting "
+            "these figures for production"
+        )
+    return (
+        f"the model card does not name a pretrained teacher (teacher: {card.teacher}); if it was "
+        "trained with a random teacher, expect clearly lower accuracy than with the pretrained one"
+    )
 
 
 def format_report(result: Evaluation, model: Path) -> str:
