@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from anomalib.models import EfficientAd
 
@@ -27,3 +28,12 @@ class InspectdEfficientAd(EfficientAd):
 
     def prepare_pretrained_model(self) -> None:
         """The teacher was set in ``__init__``; anomalib's download must not run."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the teacher as its description: Lightning loads checkpoints with
+        ``weights_only=True``, which refuses our ``Teacher`` class (the weights are in the
+        state dict anyway)."""
+        super().on_save_checkpoint(checkpoint)
+        hparams = checkpoint.get("hyper_parameters")
+        if isinstance(hparams, dict) and isinstance(hparams.get("teacher"), Teacher):
+            checkpoint["hyper_parameters"] = {**hparams, "teacher": hparams["teacher"].source}

@@ -1,0 +1,141 @@
+"""Real tiny training runs for what ``tiny_model`` does not cover: a calibrated f1 threshold with
+abnormal images, the data checks, the time budget and --resume, the fp16 export, and that none of
+it touches the network."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from daemon.inference import Model
+from daemon.model_card import XML_IN_EXPORT, read_card
+from training.data_checks import HASHES_NAME, trained_on
+from training.errors import TrainingError
+from training.fit import train
+from training.synthetic import make_surface_set
+
+
+@pytest.fixture
+def network_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every attempt to reach the network is recorded and fails loudly."""
+    calls: list[str] = []
+
+    def refuse(*args: Any, **_: Any) -> Any:
+        calls.append(repr(args[-1] if args else ""))
+        raise OSError("network access attempted in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    return calls
+
+
+@pytest.fixture
+def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> tuple[Path, Path]:
+    """6 good parts (one of another size), 2 defects, and a defect filed among the good parts."""
+    normal, abnormal = make_surface_set(tmp_path / "data", 6, 2, size=64, seed=3)
+    with Image.open(normal / "0005.png") as image:
+        image.resize((80, 80)).save(normal / "0005.png")
+    (normal / "misfiled.png").write_bytes((abnormal / "0001.png").read_bytes())
+    return normal, abnormal
+
+
+@pytest.mark.timeout(600)
+def test_offline_run_calibrates_stops_on_time_resumes_and_exports_fp16(
+    tmp_path: Path,
+    dataset: tuple[Path, Path],
+    tiny_model: Path,
+    network_calls: list[str],
+    empty_cache: Path,
+) -> None:
+    normal, abnormal = dataset
+    out = tmp_path / "model"
+    warnings: list[str] = []
+    card = train(
+        normal,
+        out,
+        abnormal_dir=abnormal,
+        max_steps=4,
+        max_minutes=1e-6,  # the budget is spent after the first step
+        checkpoint_every=1,
+        export_precision="fp16",
+        teacher="random",
+        warn=warnings.append,
+    )
+    assert any("different sizes: 64x64 (6), 80x80 (1)" in w for w in warnings)
+    assert any("1 normal images are byte-identical" in w for w in warnings)
+    assert (card.steps, card.extra["stopped_by"], card.train_images) == (1, "time-budget", 5)
+    assert (card.threshold_policy, card.extra["export_precision"]) == ("f1", "fp16")
+    assert read_card(out / XML_IN_EXPORT) == card
+    figures = card.validation
+    assert (figures["n_normal"], figures["n_abnormal"]) == (1, 2)  # 20 % of 6 held out
+    assert 0.0 <= figures["auroc"] <= 1.0 and 0.0 <= figures["far"] <= 1.0
+
+    # the threshold is the one the daemon's own scores give on the held-out defects
+    model = Model(out, tmp_path / "cache-ov")
+    assert model.card.threshold == card.threshold
+    scores = [model.score(p).score for p in sorted(abnormal.iterdir())]
+    assert figures["far"] == sum(s < card.threshold for s in scores) / len(scores)
+
+    fp16 = (out / XML_IN_EXPORT).with_suffix(".bin").stat().st_size
+    fp32 = (tiny_model / XML_IN_EXPORT).with_suffix(".bin").stat().st_size
+    assert 0.45 < fp16 / fp32 < 0.55
+
+    assert trained_on(out, [normal / "0000.png", abnormal / "0000.png", *tiny_model.glob("*.json")]) == [
+        normal / "0000.png",
+        abnormal / "0000.png",
+    ]
+    assert len((out / HASHES_NAME).read_text().split()) == 8  # 6 normal + 2 abnormal, the copy once
+    assert (out / "checkpoints" / "last.ckpt").is_file()  # stopped early: kept for --resume
+
+    resumed = train(
+        normal,
+        out,
+        abnormal_dir=abnormal,
+        max_steps=2,
+        checkpoint_every=0,
+        teacher="random",
+        resume=True,
+        overwrite=True,
+        warn=warnings.append,
+    )
+    assert (resumed.steps, resumed.extra["stopped_by"]) == (2, "max-steps")
+    assert resumed.extra["resumed_from"].endswith("last.ckpt")
+    assert not (out / "checkpoints").exists()  # finished: nothing left to resume
+    assert network_calls == []
+
+
+def test_auto_teacher_offline_stops_before_fitting(
+    tmp_path: Path, dataset: tuple[Path, Path], network_calls: list[str], empty_cache: Path
+) -> None:
+    with pytest.raises(TrainingError, match="--teacher random") as error:
+        train(dataset[0], tmp_path / "out", max_steps=1, teacher="auto")
+    assert "offline" in str(error.value)
+    assert network_calls  # it did try, and was refused
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_options_are_checked_before_any_work(tmp_path: Path, dataset: tuple[Path, Path]) -> None:
+    normal, _ = dataset
+    for kwargs, match in [
+        ({"threshold_policy": "f1"}, "needs defective examples"),
+        ({"threshold_policy": "target-frr=2"}, "fraction X"),
+        ({"max_minutes": 0}, "--max-minutes"),
+        ({"export_precision": "int4"}, "--precision"),
+        ({"opset": 9}, "--opset"),
+        ({"resume": True}, "no checkpoint"),
+    ]:
+        with pytest.raises(TrainingError, match=match):
+            train(normal, tmp_path / "out", teacher="random", **kwargs)
+    assert not (tmp_path / "out").exists()
