@@ -139,3 +139,39 @@ def test_run_options_are_checked_before_any_work(tmp_path: Path, dataset: tuple[
         with pytest.raises(TrainingError, match=match):
             train(normal, tmp_path / "out", teacher="random", **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_train_passes_the_new_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import training.fit
+    from daemon.cli import main
+    from daemon.model_card import ModelCard
+
+    seen: dict[str, Any] = {}
+
+    def fake_train(normal: Path, output: Path, **kwargs: Any) -> ModelCard:
+        seen.update(kwargs)
+        return ModelCard(model_id="x", threshold=0.42, threshold_policy="target-frr=0.01")
+
+    monkeypatch.setattr(training.fit, "train", fake_train)
+    args = ["train", "--normal", str(tmp_path), "--output", str(tmp_path / "o")]
+    extra = ["--threshold-policy", "target-frr=0.01", "--precision", "fp16", "--opset", "17"]
+    assert main([*args, *extra, "--train-precision", "fp32", "--resume", "--max-minutes", "5"]) == 0
+    assert seen["threshold_policy"] == "target-frr=0.01"
+    assert (seen["export_precision"], seen["opset"], seen["train_precision"]) == ("fp16", 17, "32-true")
+    assert (seen["resume"], seen["max_minutes"]) == (True, 5.0)
+    assert "threshold 0.4200 by target-frr=0.01" in capsys.readouterr().out
+    assert main(args) == 0
+    assert (seen["export_precision"], seen["max_minutes"], seen["threshold_policy"]) == ("fp32", 26.0, None)
+
+
+def test_cli_train_explains_a_bad_policy(
+    tmp_path: Path, dataset: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon.cli import main
+
+    args = ["train", "--normal", str(dataset[0]), "--output", str(tmp_path / "o"), "--teacher", "random"]
+    assert main([*args, "--threshold-policy", "f3"]) == 1
+    assert "target-frr=0.01" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -16,6 +16,7 @@ from typing import Any
 from training.settings import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_IMAGE_SIZE,
+    DEFAULT_MAX_MINUTES,
     DEFAULT_MAX_STEPS,
     DEFAULT_OPSET,
     EXPORT_PRECISIONS,
@@ -96,8 +97,10 @@ def register(commands: Any) -> None:
     train.add_argument(
         "--max-minutes",
         type=float,
+        default=DEFAULT_MAX_MINUTES,
         metavar="M",
-        help="stop training after M minutes of wall-clock time, then calibrate and export as usual",
+        help="stop training after M minutes of wall-clock time, then calibrate and export as usual; "
+        "with the defaults a run ends within 30 minutes (default: %(default)s)",
     )
     train.add_argument(
         "--checkpoint-every",

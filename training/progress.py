@@ -54,6 +54,7 @@ class TrainingProgress(Callback):
         self.clock = clock
         self._started = 0.0
         self._first_step_at: float | None = None
+        self._first_step = 1  # later than 1 when resuming from a checkpoint
         self._last_line_at = 0.0
         self._bar: tqdm.tqdm[Any] | None = None
 
@@ -76,11 +77,11 @@ class TrainingProgress(Callback):
         step, now = trainer.global_step, self.clock()
         loss = _loss(outputs)
         if self._first_step_at is None:
-            self._first_step_at = now
+            self._first_step_at, self._first_step = now, step
         if self.interactive:
             self._update_bar(step, loss)
         elif (
-            step in (1, self.total)
+            step in (self._first_step, self.total)
             or step % self.every_steps == 0
             or now - self._last_line_at >= self.every_s
         ):
@@ -91,8 +92,8 @@ class TrainingProgress(Callback):
         parts = [f"train: step {step}/{self.total} ({100 * step // max(self.total, 1)}%)"]
         if loss is not None:
             parts.append(f"loss {loss:.3f}")
-        if self._first_step_at is not None and step > 1:
-            per_step = (now - self._first_step_at) / (step - 1)
+        if self._first_step_at is not None and step > self._first_step:
+            per_step = (now - self._first_step_at) / (step - self._first_step)
             parts += [f"{per_step:.2f} s/step", f"ETA {format_duration(per_step * (self.total - step))}"]
         parts.append(f"elapsed {format_duration(now - self._started)}")
         return "  ".join(parts)
