@@ -103,14 +103,19 @@ def test_offline_run_calibrates_stops_on_time_resumes_and_exports_fp16(
         normal,
         out,
         abnormal_dir=abnormal,
-        max_steps=2,
+        max_steps=3,
         checkpoint_every=0,
+        early_stop_every=1,
+        patience=5,
         teacher="random",
         resume=True,
         overwrite=True,
         warn=warnings.append,
     )
-    assert (resumed.steps, resumed.extra["stopped_by"]) == (2, "max-steps")
+    assert (resumed.steps, resumed.extra["stopped_by"]) == (3, "max-steps")
+    history = resumed.extra["early_stopping"]["auroc_by_step"]
+    assert [step for step, _ in history] == [2, 3]  # measured every step after the resumed one
+    assert resumed.extra["early_stopping"]["best_step"] in (2, 3)
     assert resumed.extra["resumed_from"].endswith("last.ckpt")
     assert not (out / "checkpoints").exists()  # finished: nothing left to resume
     assert network_calls == []
@@ -160,7 +165,12 @@ def test_cli_train_passes_the_new_flags(
     assert main([*args, *extra, "--train-precision", "fp32", "--resume", "--max-minutes", "5"]) == 0
     assert seen["threshold_policy"] == "target-frr=0.01"
     assert (seen["export_precision"], seen["opset"], seen["train_precision"]) == ("fp16", 17, "32-true")
-    assert (seen["resume"], seen["max_minutes"]) == (True, 5.0)
+    assert (seen["resume"], seen["max_minutes"], seen["early_stop_every"], seen["patience"]) == (
+        True,
+        5.0,
+        100,
+        3,
+    )
     assert "threshold 0.4200 by target-frr=0.01" in capsys.readouterr().out
     assert main(args) == 0
     assert (seen["export_precision"], seen["max_minutes"], seen["threshold_policy"]) == ("fp32", 26.0, None)
@@ -175,3 +185,18 @@ def test_cli_train_explains_a_bad_policy(
     assert main([*args, "--threshold-policy", "f3"]) == 1
     assert "target-frr=0.01" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_patience_stops_after_evaluations_without_improvement() -> None:
+    from training.early_stop import Patience
+
+    tracker = Patience(2)
+    assert [tracker.update(step, v) for step, v in [(100, 0.7), (200, 0.8), (300, 0.8), (400, 0.75)]] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert (tracker.best, tracker.best_step, tracker.exhausted) == (0.8, 200, True)
+    tracker.update(500, float("nan"))  # a held-out set without one class never counts as progress
+    assert tracker.best_step == 200

@@ -15,10 +15,12 @@ from typing import Any
 
 from training.settings import (
     DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_EARLY_STOP_EVERY,
     DEFAULT_IMAGE_SIZE,
     DEFAULT_MAX_MINUTES,
     DEFAULT_MAX_STEPS,
     DEFAULT_OPSET,
+    DEFAULT_PATIENCE,
     EXPORT_PRECISIONS,
     MODEL_SIZES,
 )
@@ -103,6 +105,21 @@ def register(commands: Any) -> None:
         "with the defaults a run ends within 30 minutes (default: %(default)s)",
     )
     train.add_argument(
+        "--early-stop-every",
+        type=int,
+        default=DEFAULT_EARLY_STOP_EVERY,
+        metavar="N",
+        help="with --abnormal: measure the held-out AUROC every N steps, stop after --patience "
+        "measurements without improvement and keep the best weights; 0: off (default: %(default)s)",
+    )
+    train.add_argument(
+        "--patience",
+        type=int,
+        default=DEFAULT_PATIENCE,
+        metavar="P",
+        help="AUROC measurements without improvement before stopping (default: %(default)s)",
+    )
+    train.add_argument(
         "--checkpoint-every",
         type=int,
         default=DEFAULT_CHECKPOINT_EVERY,
@@ -185,6 +202,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         threshold_policy=args.threshold_policy,
         max_minutes=args.max_minutes,
         checkpoint_every=args.checkpoint_every,
+        early_stop_every=args.early_stop_every,
+        patience=args.patience,
         resume=args.resume,
         export_precision=args.precision,
         opset=args.opset,
@@ -194,6 +213,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"model {card.model_id} written to {args.output} ({card.steps} steps on {card.train_images} "
         f"images, teacher {card.teacher}, threshold {card.threshold:.4f} by {card.threshold_policy})"
     )
+    if card.extra.get("stopped_by") == "early-stopping":
+        print(f"stopped early: the held-out AUROC stopped improving ({card.extra['early_stopping']})")
     if card.extra.get("stopped_by") == "time-budget":
         print("stopped by --max-minutes; continue with --resume and the same options as this run")
     if args.abnormal:

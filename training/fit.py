@@ -30,6 +30,7 @@ from daemon.model_card import XML_IN_EXPORT, ModelCard, compute_model_id, write_
 from training.calibrate import Policy, check_policy, default_policy, parse_policy
 from training.callbacks import LAST_CHECKPOINT, PeriodicCheckpoint, TimeBudget
 from training.data_checks import drop_abnormal_copies, shape_warnings, write_hashes
+from training.early_stop import AurocEarlyStopping
 from training.errors import TrainingError
 from training.held_out import calibrate_export, held_out_images
 from training.images import EXTENSIONS, checked_images
@@ -38,9 +39,11 @@ from training.penalty import build_penalty_set, check_penalty_dir
 from training.progress import TrainingProgress, quiet_libraries
 from training.settings import (
     DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_EARLY_STOP_EVERY,
     DEFAULT_IMAGE_SIZE,
     DEFAULT_MAX_STEPS,
     DEFAULT_OPSET,
+    DEFAULT_PATIENCE,
     EXPORT_PRECISIONS,
     MODEL_SIZES,
 )
@@ -86,6 +89,8 @@ class _Recipe:
     resume_from: Path | None
     export_precision: str
     opset: int
+    early_stop_every: int  # 0: off; only used with abnormal images
+    patience: int
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class _Run:
     threshold: float
     validation: dict[str, Any]
     stopped_by: str
+    early_stopping: dict[str, Any] | None
 
 
 def train(
@@ -121,6 +127,8 @@ def train(
     resume: bool = False,
     export_precision: str = "fp32",
     opset: int = DEFAULT_OPSET,
+    early_stop_every: int = DEFAULT_EARLY_STOP_EVERY,
+    patience: int = DEFAULT_PATIENCE,
     overwrite: bool = False,
     warn: Callable[[str], None] | None = None,
 ) -> ModelCard:
@@ -137,6 +145,11 @@ def train(
     train_precision = train_precision or cpu_precision()
     _check_options(max_steps, model_size, image_size, train_precision)
     _check_run_options(max_minutes, checkpoint_every, export_precision, opset)
+    if early_stop_every < 0 or patience < 1:
+        raise TrainingError(
+            f"--early-stop-every must be 0 (off) or more and --patience at least 1, got "
+            f"{early_stop_every} and {patience}"
+        )
     policy = parse_policy(threshold_policy) if threshold_policy else default_policy(bool(abnormal_dir))
     check_policy(policy, has_abnormal=bool(abnormal_dir))
     resume_from = _checkpoint_to_resume(output) if resume else None
@@ -168,6 +181,8 @@ def train(
         resume_from=resume_from,
         export_precision=export_precision,
         opset=opset,
+        early_stop_every=early_stop_every if abnormal_dir else 0,
+        patience=patience,
     )
     created = not output.exists()
     output.mkdir(parents=True, exist_ok=True)
@@ -178,7 +193,7 @@ def train(
             output.rmdir()
         raise
     write_hashes(output, [*normals, *abnormals])
-    if run.stopped_by == "max-steps":  # finished: nothing left to resume, keep the export small
+    if run.stopped_by != "time-budget":  # finished: nothing left to resume, keep the export small
         shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
     card = ModelCard(
         model_id=compute_model_id(run.xml),
@@ -199,6 +214,7 @@ def train(
             "export_precision": export_precision,
             "opset": opset,
             "stopped_by": run.stopped_by,
+            "early_stopping": run.early_stopping,
             "max_minutes": max_minutes,
             "resumed_from": str(resume_from) if resume_from else None,
             "normal_dir": str(normal_dir.resolve()),
@@ -244,6 +260,10 @@ def _fit_and_export(recipe: _Recipe, output: Path) -> _Run:
             callbacks.append(PeriodicCheckpoint(output / CHECKPOINTS, recipe.checkpoint_every))
         if budget:
             callbacks.append(budget)
+        early = None
+        if recipe.early_stop_every:
+            early = AurocEarlyStopping(recipe.early_stop_every, recipe.patience)
+            callbacks.append(early)  # after the budget, so that it sees a time stop as the last step
         engine = Engine(
             max_steps=recipe.max_steps,
             accelerator="cpu",
@@ -288,8 +308,17 @@ def _fit_and_export(recipe: _Recipe, output: Path) -> _Run:
             export_seconds=export_s,
             threshold=threshold,
             validation=validation,
-            stopped_by="time-budget" if budget and budget.stopped_at is not None else "max-steps",
+            stopped_by=_stopped_by(budget, early),
+            early_stopping=early.summary() if early else None,
         )
+
+
+def _stopped_by(budget: TimeBudget | None, early: AurocEarlyStopping | None) -> str:
+    if budget and budget.stopped_at is not None:
+        return "time-budget"
+    if early and early.tracker.exhausted:
+        return "early-stopping"
+    return "max-steps"
 
 
 def _link_images(images: list[Path], folder: Path) -> Path:
