@@ -28,7 +28,14 @@ from lightning.pytorch import seed_everything
 
 from daemon.model_card import XML_IN_EXPORT, ModelCard, compute_model_id, write_card
 from training.calibrate import Policy, check_policy, default_policy, parse_policy
-from training.callbacks import LAST_CHECKPOINT, PeriodicCheckpoint, TimeBudget
+from training.callbacks import PeriodicCheckpoint, TimeBudget
+from training.checks import (
+    CHECKPOINTS,
+    check_options,
+    check_output,
+    check_run_options,
+    checkpoint_to_resume,
+)
 from training.data_checks import drop_abnormal_copies, shape_warnings, write_hashes
 from training.early_stop import AurocEarlyStopping
 from training.errors import TrainingError
@@ -44,18 +51,12 @@ from training.settings import (
     DEFAULT_MAX_STEPS,
     DEFAULT_OPSET,
     DEFAULT_PATIENCE,
-    EXPORT_PRECISIONS,
-    MODEL_SIZES,
 )
 from training.teacher import Teacher, resolve_teacher
 
 # anomalib holds out 20 % of the normal images to calibrate scores; below 5 that is no image.
 MIN_NORMAL_IMAGES = 5
 HELD_OUT_RATIO = 0.2
-OPSETS = range(14, 21)  # what torch's ONNX exporter and OpenVINO's reader both handle here
-CHECKPOINTS = "checkpoints"
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 256, 1024  # below 256 the autoencoder's 8x8 bottleneck conv fails
-PRECISIONS = ("bf16-mixed", "32-true")
 
 
 def cpu_precision() -> str:
@@ -143,8 +144,8 @@ def train(
     normal_dir, output = Path(normal_dir), Path(output)
     abnormal_dir = Path(abnormal_dir) if abnormal_dir else None
     train_precision = train_precision or cpu_precision()
-    _check_options(max_steps, model_size, image_size, train_precision)
-    _check_run_options(max_minutes, checkpoint_every, export_precision, opset)
+    check_options(max_steps, model_size, image_size, train_precision)
+    check_run_options(max_minutes, checkpoint_every, export_precision, opset)
     if early_stop_every < 0 or patience < 1:
         raise TrainingError(
             f"--early-stop-every must be 0 (off) or more and --patience at least 1, got "
@@ -152,7 +153,7 @@ def train(
         )
     policy = parse_policy(threshold_policy) if threshold_policy else default_policy(bool(abnormal_dir))
     check_policy(policy, has_abnormal=bool(abnormal_dir))
-    resume_from = _checkpoint_to_resume(output) if resume else None
+    resume_from = checkpoint_to_resume(output) if resume else None
     normals = checked_images(normal_dir, "normal")
     abnormals = checked_images(abnormal_dir, "abnormal") if abnormal_dir else []
     for message in shape_warnings(normals, "normal") + shape_warnings(abnormals, "abnormal"):
@@ -164,7 +165,7 @@ def train(
             f"{MIN_NORMAL_IMAGES} are needed (a few hundred give a usable model)"
         )
     penalty_dir = check_penalty_dir(Path(imagenet_dir)) if imagenet_dir else None
-    _check_output(output, overwrite, [normal_dir, *([abnormal_dir] if abnormal_dir else [])])
+    check_output(output, overwrite, [normal_dir, *([abnormal_dir] if abnormal_dir else [])])
     recipe = _Recipe(
         normals=normals,
         abnormal_dir=abnormal_dir,
@@ -332,64 +333,9 @@ def _link_images(images: list[Path], folder: Path) -> Path:
     return folder
 
 
-def _checkpoint_to_resume(output: Path) -> Path:
-    checkpoint = output / CHECKPOINTS / LAST_CHECKPOINT
-    if not checkpoint.is_file():
-        raise TrainingError(
-            f"--resume: no checkpoint at {checkpoint}; checkpoints are written every "
-            "--checkpoint-every steps and kept when a run stops early or is interrupted"
-        )
-    return checkpoint
-
-
-def _check_run_options(
-    max_minutes: float | None, checkpoint_every: int, export_precision: str, opset: int
-) -> None:
-    if max_minutes is not None and not max_minutes > 0:
-        raise TrainingError(f"--max-minutes must be more than 0, got {max_minutes}")
-    if checkpoint_every < 0:
-        raise TrainingError(f"--checkpoint-every must be 0 (off) or more, got {checkpoint_every}")
-    if export_precision not in EXPORT_PRECISIONS:
-        raise TrainingError(
-            f"--precision must be one of {', '.join(EXPORT_PRECISIONS)}, got {export_precision!r}"
-        )
-    if opset not in OPSETS:
-        raise TrainingError(f"--opset must be between {OPSETS[0]} and {OPSETS[-1]}, got {opset}")
-
-
 def _calibrated(model: InspectdEfficientAd) -> bool:
     threshold = getattr(model.post_processor, "image_threshold", None)
     return isinstance(threshold, torch.Tensor) and not bool(torch.isnan(threshold).item())
-
-
-def _check_options(max_steps: int, model_size: str, image_size: int, precision: str) -> None:
-    if max_steps < 1:
-        raise TrainingError(f"--max-steps must be at least 1, got {max_steps}")
-    if model_size not in MODEL_SIZES:
-        raise TrainingError(f"--model-size must be one of {', '.join(MODEL_SIZES)}, got {model_size!r}")
-    if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
-        raise TrainingError(
-            f"--image-size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels, got {image_size} "
-            f"(EfficientAD's autoencoder needs at least {MIN_IMAGE_SIZE})"
-        )
-    if precision not in PRECISIONS:
-        raise TrainingError(f"--train-precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-
-
-def _check_output(output: Path, overwrite: bool, inputs: list[Path]) -> None:
-    if output.exists() and not output.is_dir():
-        raise TrainingError(f"--output {output} exists and is not a folder")
-    for folder in inputs:
-        if output.resolve().is_relative_to(folder.resolve()):
-            raise TrainingError(
-                f"--output {output} is inside the image folder {folder}: the export and the "
-                "scratch files would be read as training images; choose a folder outside it"
-            )
-    if (output / XML_IN_EXPORT).exists() and not overwrite:
-        raise TrainingError(
-            f"{output} already holds an exported model; choose a new --output folder "
-            "(or pass --overwrite to replace it)"
-        )
 
 
 def _install_export(export_root: Path, output: Path) -> Path:
