@@ -200,3 +200,18 @@ def test_patience_stops_after_evaluations_without_improvement() -> None:
     assert (tracker.best, tracker.best_step, tracker.exhausted) == (0.8, 200, True)
     tracker.update(500, float("nan"))  # a held-out set without one class never counts as progress
     assert tracker.best_step == 200
+
+
+def test_evaluate_warns_about_images_the_model_was_trained_on(
+    tiny_model: Path, surface_set: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from daemon.cli import main
+
+    normal, abnormal = surface_set
+    assert (
+        main(["evaluate", "--model", str(tiny_model), "--normal", str(normal), "--abnormal", str(abnormal)])
+        == 0
+    )
+    assert "WARNING: 10 of these images were used to train or calibrate" in capsys.readouterr().err
+    assert trained_on(tiny_model / XML_IN_EXPORT, [abnormal / "0000.png"]) == []
+    assert trained_on(abnormal, [abnormal / "0000.png"]) == []  # no train_hashes.txt there

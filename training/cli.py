@@ -225,6 +225,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
+        from training.data_checks import trained_on
         from training.evaluate import format_report, score_folders, teacher_warning
 
     scored = score_folders(args.model, args.normal, args.abnormal)
@@ -232,6 +233,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     warning = teacher_warning(scored.card)
     if warning:
         print(f"evaluate: WARNING: {warning}", file=sys.stderr)
+    seen = trained_on(scored.xml, [path for path, _ in scored.normal + scored.abnormal])
+    if seen:
+        print(
+            f"evaluate: WARNING: {len(seen)} of these images were used to train or calibrate the "
+            f"model (e.g. {seen[0]}); the figures are optimistic",
+            file=sys.stderr,
+        )
     if args.report:
         from training.report import write_report
 
