@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         abnormal = score_folder(model, out / "test" / "abnormal")
         score_minutes = (time.monotonic() - started) / 60
     result = evaluate_scores(normal, abnormal, model.card.threshold)
+    if args.report:
+        _write_report(out, normal, abnormal)
     eer_threshold = _eer_threshold(normal, abnormal)
     far_eer, frr_eer = rates_at(normal, abnormal, eer_threshold)
     figures: dict[str, object] = {
@@ -113,6 +115,30 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     return figures
 
 
+def _write_report(out: Path, normal: list[float], abnormal: list[float]) -> None:
+    """The ``inspectd evaluate --report`` page for these scores, without scoring twice."""
+    from training.evaluate import score_folders
+    from training.report import write_report
+
+    scores = dict(
+        zip(
+            [
+                *sorted((out / "test" / "normal").glob("*.png")),
+                *sorted((out / "test" / "abnormal").glob("*.png")),
+            ],
+            [*normal, *abnormal],
+            strict=True,
+        )
+    )
+    scored = score_folders(
+        out / "model",
+        out / "test" / "normal",
+        out / "test" / "abnormal",
+        scorer=lambda _xml, paths: [scores[p] for p in paths],
+    )
+    print(f"report: {write_report(out / 'report', scored)}")
+
+
 def _eer_threshold(normal: list[float], abnormal: list[float]) -> float:
     """The candidate threshold where FAR and FRR are closest (a real cut, unlike the interpolated EER)."""
     candidates = np.unique(np.concatenate([normal, abnormal]))
@@ -133,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", default="random", help="random (offline) | auto | PATH")
     parser.add_argument("--test-normal-share", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report", action="store_true", help="also write OUT/report/index.html")
     args = parser.parse_args(argv)
     f = run(args)
     print(

@@ -160,8 +160,10 @@ def _overlay(path: Path, heat: NDArray[np.float32]) -> Image.Image:
     """The image and, beside it, the image under its anomaly map (jet, 0..1 as exported)."""
     from matplotlib import colormaps
 
-    with Image.open(path) as img:
-        rgb = img.convert("RGB").resize((THUMB_PX, THUMB_PX), Image.Resampling.BILINEAR)
+    from daemon.imaging import decode_rgb  # the daemon's reader: 16-bit, CMYK, palette alike
+
+    pixels = (decode_rgb(path) * 255).round().astype(np.uint8)
+    rgb = Image.fromarray(pixels).resize((THUMB_PX, THUMB_PX), Image.Resampling.BILINEAR)
     heat_img = Image.fromarray(np.clip(heat, 0.0, 1.0).astype(np.float32), mode="F")
     heat_small = np.asarray(heat_img.resize((THUMB_PX, THUMB_PX), Image.Resampling.BILINEAR))
     coloured = colormaps["jet"](np.clip(heat_small, 0.0, 1.0))[..., :3] * 255
