@@ -227,5 +227,6 @@ def test_sighup_model_swap_while_images_flow_loses_nothing(tmp_path: Path, model
     ids = [r[1] for r in rows]
     switch = ids.index(models.b_id)
     assert switch >= 1 and set(ids[:switch]) == {models.a_id} and set(ids[switch:]) == {models.b_id}
-    assert rows[0][2] == 0.5 and [r[2] for r in rows[-2:]] == [0.9, 0.9]  # the threshold went live
+    card_threshold = json.loads((models.a / "model.json").read_text())["threshold"]  # calibrated
+    assert rows[0][2] == card_threshold and [r[2] for r in rows[-2:]] == [0.9, 0.9]  # config went live
     assert "paths.quarantine" in log and not (tmp_path / "elsewhere").exists()
