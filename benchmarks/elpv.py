@@ -70,7 +70,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     sizes = export_split(out, args.cell_type, args.test_normal_share, args.seed)
     print(f"split: {sizes}", flush=True)
 
-    budget = {"max_minutes": args.max_minutes} if args.max_minutes else {}
     started = time.monotonic()
     card = train(
         out / "train" / "normal",
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         max_steps=args.max_steps,
         teacher=args.teacher,
         seed=args.seed,
-        **budget,  # type: ignore[arg-type]
+        max_minutes=args.max_minutes,
     )
     train_minutes = (time.monotonic() - started) / 60
 
