@@ -182,7 +182,13 @@ def test_report_shows_both_distributions_the_threshold_and_the_worst_mistakes(tm
     normal, abnormal, scores = _scored_folders(tmp_path)
     scored = score_folders(model, normal, abnormal, scorer=lambda _xml, paths: [scores[p] for p in paths])
     ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (64, 1))
-    index = write_report(tmp_path / "report", scored, maps=lambda _xml, paths: [ramp for _ in paths], worst=3)
+    index = write_report(
+        tmp_path / "report",
+        scored,
+        maps=lambda _xml, paths: [ramp for _ in paths],
+        worst=3,
+        warnings=["2 of these images were used to train <the model>"],
+    )
 
     report = tmp_path / "report"
     result = scored.evaluation()
@@ -206,6 +212,7 @@ def test_report_shows_both_distributions_the_threshold_and_the_worst_mistakes(tm
     page = index.read_text(encoding="utf-8")
     assert f"score {worst_accept:.3f}" in page.split("Worst false rejects")[0].split("Worst false accepts")[1]
     assert "WARNING" in page and "random teacher" in page
+    assert "WARNING: 2 of these images were used to train &lt;the model&gt;" in page
     confusion = (report / "confusion.csv").read_text().splitlines()
     rejected_normals = sum(s >= 0.5 for p, s in scores.items() if p.parent == normal)
     assert confusion[1] == f"normal,{40 - rejected_normals},{rejected_normals}"

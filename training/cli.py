@@ -234,16 +234,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if warning:
         print(f"evaluate: WARNING: {warning}", file=sys.stderr)
     seen = trained_on(scored.xml, [path for path, _ in scored.normal + scored.abnormal])
-    if seen:
-        print(
-            f"evaluate: WARNING: {len(seen)} of these images were used to train or calibrate the "
-            f"model (e.g. {seen[0]}); the figures are optimistic",
-            file=sys.stderr,
-        )
+    leaks = (
+        [
+            f"{len(seen)} of these images were used to train or calibrate the model (e.g. {seen[0]}); "
+            "the figures are optimistic"
+        ]
+        if seen
+        else []
+    )
+    for leak in leaks:
+        print(f"evaluate: WARNING: {leak}", file=sys.stderr)
     if args.report:
         from training.report import write_report
 
-        index = write_report(args.report, scored)
+        index = write_report(args.report, scored, warnings=leaks)
         print(f"evaluate: report written to {index}", file=sys.stderr)
     print(json.dumps(result.to_dict()) if args.json else format_report(result, args.model))
     return 0

@@ -46,8 +46,17 @@ class Mistake:
     png: str
 
 
-def write_report(out: Path, scored: Scored, *, maps: MapFn | None = None, worst: int = WORST_SHOWN) -> Path:
-    """Write every file of the report into ``out`` (created if needed); returns ``index.html``."""
+def write_report(
+    out: Path,
+    scored: Scored,
+    *,
+    maps: MapFn | None = None,
+    worst: int = WORST_SHOWN,
+    warnings: Sequence[str] = (),
+) -> Path:
+    """Write every file of the report into ``out`` (created if needed); returns ``index.html``.
+
+    ``warnings`` (e.g. evaluation images that were trained on) are shown beside the teacher's."""
     out.mkdir(parents=True, exist_ok=True)
     result = scored.evaluation()
     normal = [s for _, s in scored.normal]
@@ -65,7 +74,7 @@ def write_report(out: Path, scored: Scored, *, maps: MapFn | None = None, worst:
         for mistake, heat in zip(mistakes, maps(scored.xml, [m.path for m in mistakes]), strict=True):
             _overlay(mistake.path, heat).save(out / mistake.png)
     index = out / "index.html"
-    index.write_text(_html(scored, result, confusion, mistakes), encoding="utf-8")
+    index.write_text(_html(scored, result, confusion, mistakes, warnings), encoding="utf-8")
     return index
 
 
@@ -176,11 +185,14 @@ def _overlay(path: Path, heat: NDArray[np.float32]) -> Image.Image:
 
 
 def _html(
-    scored: Scored, result: Evaluation, confusion: dict[str, dict[str, int]], mistakes: list[Mistake]
+    scored: Scored,
+    result: Evaluation,
+    confusion: dict[str, dict[str, int]],
+    mistakes: list[Mistake],
+    warnings: Sequence[str],
 ) -> str:
     card = scored.card
     esc = html.escape
-    warning = teacher_warning(card)
     parts = [
         "<!doctype html>",
         '<html><head><meta charset="utf-8"><title>inspectd evaluation</title>',
@@ -190,8 +202,9 @@ def _html(
         "figure{display:inline-block;margin:.4em}</style></head><body>",
         "<h1>inspectd evaluation</h1>",
     ]
-    if warning:
-        parts.append(f'<p class="warn">WARNING: {esc(warning)}</p>')
+    for warning in [teacher_warning(card), *warnings]:
+        if warning:
+            parts.append(f'<p class="warn">WARNING: {esc(warning)}</p>')
     parts += [
         "<table>",
         f"<tr><th>model</th><td>{esc(str(scored.xml))} (id {esc(card.model_id)})</td></tr>",
