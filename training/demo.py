@@ -22,7 +22,7 @@ from daemon.config import dump_defaults, load_config
 from daemon.logs import setup_logging
 from daemon.model_card import CARD_NAME
 
-DEMO_STEPS = 100
+DEMO_STEPS = 40
 DEMO_SIZE = 256
 TRAIN_NORMAL, TRAIN_ABNORMAL = 60, 12
 FEED_NORMAL, FEED_ABNORMAL = 12, 12
@@ -65,7 +65,7 @@ def register(commands: Any) -> None:
         type=int,
         default=DEMO_STEPS,
         metavar="N",
-        help="training steps (default: %(default)s, about 4 minutes on a 2-core CPU)",
+        help="training steps (default: %(default)s; the whole demo takes about 4 minutes on a 2-core CPU)",
     )
     demo.add_argument("--retrain", action="store_true", help="train again even if ROOT/model exists")
     demo.add_argument(
