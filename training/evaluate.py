@@ -40,11 +40,12 @@ def score_folders(
         from training.scoring import score_images
 
         scorer = score_images
+    scores = scorer(xml, [*normals, *abnormals])  # one model load for both folders
     return Scored(
         xml=xml,
         card=card,
-        normal=list(zip(normals, scorer(xml, normals), strict=True)),
-        abnormal=list(zip(abnormals, scorer(xml, abnormals), strict=True)),
+        normal=list(zip(normals, scores[: len(normals)], strict=True)),
+        abnormal=list(zip(abnormals, scores[len(normals) :], strict=True)),
     )
 
 
