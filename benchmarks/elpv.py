@@ -29,7 +29,7 @@ from PIL import Image
 from daemon.inference import Model
 from training.fit import train
 from training.metrics import evaluate_scores, rates_at
-from training.settings import DEFAULT_MAX_STEPS
+from training.settings import DEFAULT_MAX_MINUTES, DEFAULT_MAX_STEPS
 
 NORMAL_PROB, ABNORMAL_PROB = 0.0, 1.0
 
@@ -153,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="empty folder for images, model, result.json")
     parser.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS)
     parser.add_argument(
-        "--max-minutes", type=float, help="wall-clock cap on training (train()'s max_minutes)"
+        "--max-minutes",
+        type=float,
+        default=DEFAULT_MAX_MINUTES,
+        help="wall-clock cap on training, as for `inspectd train` (default %(default)s)",
     )
     parser.add_argument("--teacher", default="random", help="random (offline) | auto | PATH")
     parser.add_argument("--test-normal-share", type=float, default=0.25)

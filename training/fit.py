@@ -237,8 +237,9 @@ def _warn_to_stderr(message: str) -> None:
 def _fit_and_export(recipe: _Recipe, output: Path) -> _Run:
     """All of Lightning's and anomalib's files go to a scratch folder inside ``output``, which is
     removed afterwards; only the OpenVINO IR is moved into place (and checkpoints, if any, are
-    written to ``output/checkpoints``)."""
-    with tempfile.TemporaryDirectory(prefix=".inspectd-train-", dir=output) as tmp:
+    written to ``output/checkpoints``). The scratch folder is not hidden: anomalib warns about
+    every image under a path with a dot-folder in it."""
+    with tempfile.TemporaryDirectory(prefix="inspectd-train-", dir=output) as tmp:
         work = Path(tmp)
         seed_everything(recipe.seed, verbose=False)
         datamodule = Folder(

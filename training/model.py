@@ -7,6 +7,7 @@ from typing import Any
 
 from anomalib.models import EfficientAd
 
+from training.score_scale import UnclippedPostProcessor
 from training.teacher import Teacher, apply_teacher
 
 
@@ -15,7 +16,8 @@ class InspectdEfficientAd(EfficientAd):
 
     anomalib fetches the teacher inside ``on_train_start``, i.e. after data loading has begun,
     and fails there when offline; loading it here surfaces a bad teacher before any work and
-    keeps random teachers out of anomalib's cache.
+    keeps random teachers out of anomalib's cache. Scores are normalised without clipping
+    (``training.score_scale``).
     """
 
     def __init__(self, teacher: Teacher, imagenet_dir: Path, model_size: str, image_size: int) -> None:
@@ -23,6 +25,7 @@ class InspectdEfficientAd(EfficientAd):
             imagenet_dir=imagenet_dir,
             model_size=model_size,
             pre_processor=EfficientAd.configure_pre_processor((image_size, image_size)),
+            post_processor=UnclippedPostProcessor(),
         )
         apply_teacher(self.model.teacher, teacher)
 
