@@ -31,7 +31,8 @@ def test_clear_normals_no_longer_tie_at_zero() -> None:
 def test_same_slope_as_anomalib_at_the_threshold() -> None:
     low, high, threshold = stats(2.0, 6.0, 5.0)
     near = torch.tensor([4.99, 5.0, 5.01])
-    ours, theirs = unclipped_normalize(near, low, high, threshold), PostProcessor._normalize(near, low, high, threshold)
+    ours = unclipped_normalize(near, low, high, threshold)
+    theirs = PostProcessor._normalize(near, low, high, threshold)
     assert ours is not None and theirs is not None
     assert torch.allclose(ours, theirs, atol=1e-4)
 

@@ -300,7 +300,7 @@ def _fit_and_export(recipe: _Recipe, output: Path) -> _Run:
         export_s = time.monotonic() - started
         xml = _install_export(work / "export", output)
         normal, abnormal = held_out_images(datamodule)
-        threshold, validation = calibrate_export(output, normal, abnormal, recipe.policy, work / "ov-cache")
+        threshold, validation = calibrate_export(output, normal, abnormal, recipe.policy)
         return _Run(
             xml=xml,
             steps=engine.trainer.global_step,

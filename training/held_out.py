@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from daemon.errors import InspectdError
-from daemon.inference import Model
 from training.calibrate import Policy, choose_threshold, validation_figures
-from training.errors import TrainingError
+from training.scoring import score_images
 
 
 def held_out_images(datamodule: Any) -> tuple[list[Path], list[Path]]:
@@ -26,18 +24,14 @@ def held_out_images(datamodule: Any) -> tuple[list[Path], list[Path]]:
 
 
 def calibrate_export(
-    export: Path, normal: list[Path], abnormal: list[Path], policy: Policy, cache_dir: Path
+    export: Path, normal: list[Path], abnormal: list[Path], policy: Policy
 ) -> tuple[float, dict[str, Any]]:
     """The threshold ``policy`` picks on the exported model's scores, and the figures behind it.
 
     Scoring through ``daemon.inference.Model`` (not the torch model) means the threshold is
     compared later with exactly the numbers it was chosen from, fp16 export included.
     """
-    model = Model(export, cache_dir)
-    try:
-        normal_scores = [model.score(p).score for p in normal]
-        abnormal_scores = [model.score(p).score for p in abnormal]
-    except InspectdError as exc:  # decode or OpenVINO failure on an image that passed the checks
-        raise TrainingError(f"scoring the held-out images with the export failed: {exc}") from exc
+    scores = score_images(export, [*normal, *abnormal])
+    normal_scores, abnormal_scores = scores[: len(normal)], scores[len(normal) :]
     threshold = choose_threshold(policy, normal_scores, abnormal_scores)
     return threshold, validation_figures(policy, threshold, normal_scores, abnormal_scores)
