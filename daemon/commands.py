@@ -7,9 +7,10 @@ import sys
 from typing import Any
 
 from daemon.config import load_config
+from daemon.errors import DatabaseNotReady
 from daemon.logs import apply_log_config
 from daemon.results import parse_since, render
-from daemon.store import STATUSES, Query, Store, make_engine
+from daemon.store import STATUSES, Query, Store, make_engine, sqlite_file
 
 CONFIG_HELP = "path of config.yaml (default: ./config.yaml)"
 
@@ -46,7 +47,11 @@ def register(commands: Any) -> None:
     res = commands.add_parser(
         "results",
         help="list recorded inspections",
-        description="List recorded inspections, newest first.",
+        description=(
+            "List recorded inspections, newest first. Only reads: the database must already "
+            "exist at this version's schema (`inspectd run` creates it, `inspectd db upgrade` "
+            "migrates it)."
+        ),
     )
     res.add_argument("--config", default="config.yaml", help=CONFIG_HELP)
     res.add_argument("--status", choices=STATUSES, help="only rows with this status")
@@ -100,16 +105,19 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from daemon.migrate import upgrade
+    from daemon.migrate import require_head
 
     config = load_config(args.config)
-    engine = make_engine(config.database.url)
-    upgrade(engine)
     query = Query(
         status=args.status,
         since=parse_since(args.since) if args.since else None,
         limit=args.limit or None,
     )
+    url = config.database.url
+    if (path := sqlite_file(url)) is not None and not path.is_file():
+        raise DatabaseNotReady(f"no results database at {path} yet; `inspectd run` creates it")
+    engine = make_engine(url)
+    require_head(engine)
     sys.stdout.write(render(Store(engine).query(query), args.format))
     return 0
 

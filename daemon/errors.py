@@ -23,3 +23,7 @@ class UnreadableImage(InspectdError):
 
 class InferenceFailed(InspectdError):
     """The model failed on one readable image; the file is quarantined with this reason."""
+
+
+class DatabaseNotReady(InspectdError):
+    """The results database is missing or not at this version's schema (reading never migrates)."""

@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 import migrations
+from daemon.errors import DatabaseNotReady
 
 
 def alembic_config(url: str) -> AlembicConfig:
@@ -38,3 +39,24 @@ def current_revision(engine: Engine) -> str | None:
 def head_revision() -> str | None:
     script = ScriptDirectory.from_config(alembic_config("sqlite://"))
     return script.get_current_head()
+
+
+def require_head(engine: Engine) -> None:
+    """Refuse to read a database whose schema is not the one this version writes.
+
+    Readers (``inspectd results``) never migrate: on a service install the database belongs to
+    the service user, and a schema change is the operator's decision (``inspectd db upgrade``).
+    """
+    current, head = current_revision(engine), head_revision()
+    if current == head:
+        return
+    where = engine.url.render_as_string(hide_password=True)
+    if current is None:
+        raise DatabaseNotReady(
+            f"the database {where} holds no inspectd results yet; `inspectd run` creates it "
+            f"(or `inspectd db upgrade`)"
+        )
+    raise DatabaseNotReady(
+        f"the database {where} is at schema revision {current}, this inspectd reads {head}: run "
+        f"`inspectd db upgrade` (on a service install, as the service user)"
+    )

@@ -67,10 +67,17 @@ class Inspection(Base):
     )
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a file-backed SQLite URL, else None."""
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        return Path(url.removeprefix("sqlite:///"))
+    return None
+
+
 def make_engine(url: str) -> Engine:
     """An engine; for SQLite, WAL journal and a busy timeout so a reader never stalls a write."""
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if (path := sqlite_file(url)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

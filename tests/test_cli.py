@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import io
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +116,23 @@ def test_results_formats_and_filters(config_path: Path, capsys: pytest.CaptureFi
 
     assert main(["results", "--config", str(config_path), "--limit", "1", "--format", "json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 1
+
+
+def test_results_reads_only(config_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No database yet: a message, and no file created; a foreign database is not migrated."""
+    db = config_path.parent / "db" / "results.db"
+    assert main(["results", "--config", str(config_path)]) == 1
+    assert "`inspectd run` creates it" in capsys.readouterr().err
+    assert not db.exists()
+
+    db.parent.mkdir()
+    with sqlite3.connect(db) as connection:
+        connection.execute("CREATE TABLE other (x INTEGER)")
+    assert main(["results", "--config", str(config_path)]) == 1
+    assert "holds no inspectd results yet" in capsys.readouterr().err
+    with sqlite3.connect(db) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"other"}
 
 
 def test_bad_since_is_explained(config_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
