@@ -22,14 +22,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from daemon.inference import Model
 from training.fit import train
-from training.metrics import evaluate_scores, rates_at
-from training.settings import DEFAULT_MAX_MINUTES, DEFAULT_MAX_STEPS
+from training.metrics import auroc, eer, evaluate_scores, rates_at
+from training.score_scale import anomalib_clipped
+from training.settings import DEFAULT_IMAGE_SIZE, DEFAULT_MAX_MINUTES, DEFAULT_MAX_STEPS
 
 NORMAL_PROB, ABNORMAL_PROB = 0.0, 1.0
 
@@ -63,7 +65,7 @@ def score_folder(model: Model, folder: Path) -> list[float]:
     return [model.score(path).score for path in sorted(folder.glob("*.png"))]
 
 
-def run(args: argparse.Namespace) -> dict[str, object]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out
     if out.exists() and any(out.iterdir()):
         sys.exit(f"{out} is not empty; choose a new --out folder")
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         teacher=args.teacher,
         seed=args.seed,
         max_minutes=args.max_minutes,
+        image_size=args.image_size,
     )
     train_minutes = (time.monotonic() - started) / 60
 
@@ -90,18 +93,27 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     result = evaluate_scores(normal, abnormal, model.card.threshold)
     if args.report:
         _write_report(out, normal, abnormal)
+    # same-run baseline: the same model's scores on anomalib's clipped scale
+    clipped_normal = [anomalib_clipped(x) for x in normal]
+    clipped_abnormal = [anomalib_clipped(x) for x in abnormal]
     eer_threshold = _eer_threshold(normal, abnormal)
     far_eer, frr_eer = rates_at(normal, abnormal, eer_threshold)
-    figures: dict[str, object] = {
+    figures: dict[str, Any] = {
         "data_set": f"ELPV {args.cell_type} cells (prob 0 normal, prob 1 abnormal)",
         "split": sizes,
         **result.to_dict(),
         "threshold_policy": getattr(model.card, "threshold_policy", "unknown"),
         "eer_threshold": eer_threshold,
         "far_at_eer_threshold": far_eer,
+        "baseline_anomalib_clipped": {
+            "auroc": auroc(clipped_normal, clipped_abnormal),
+            "eer": eer(clipped_normal, clipped_abnormal),
+            "zero_scores": sum(x == 0.0 for x in [*clipped_normal, *clipped_abnormal]),
+        },
         "frr_at_eer_threshold": frr_eer,
         "teacher": model.card.teacher,
         "steps": card.steps,
+        "image_size": args.image_size,
         "stopped_by": card.extra.get("stopped_by", "max-steps"),
         "train_images": card.train_images,
         "train_minutes": round(train_minutes, 1),
@@ -158,12 +170,14 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_MAX_MINUTES,
         help="wall-clock cap on training, as for `inspectd train` (default %(default)s)",
     )
+    parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="side in pixels")
     parser.add_argument("--teacher", default="random", help="random (offline) | auto | PATH")
     parser.add_argument("--test-normal-share", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", action="store_true", help="also write OUT/report/index.html")
     args = parser.parse_args(argv)
     f = run(args)
+    base = f["baseline_anomalib_clipped"]
     print(
         "\n".join(
             [
@@ -171,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"teacher {f['teacher']}, {f['steps']} steps ({f['stopped_by']}), "
                 f"{f['train_minutes']} min training",
                 f"AUROC {f['auroc']:.3f}  EER {f['eer']:.3f}",
+                f"baseline, same model on anomalib's clipped score scale: AUROC {base['auroc']:.3f} "
+                f"EER {base['eer']:.3f} ({base['zero_scores']} images score exactly 0); "
+                f"AUROC ratio ours/baseline {f['auroc'] / base['auroc']:.2f}",
                 f"at model threshold {f['threshold']:.3f} ({f['threshold_policy']}): "
                 f"FAR {f['far']:.3f}  FRR {f['frr']:.3f}",
                 f"at EER threshold {f['eer_threshold']:.3f}: "

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from anomalib.post_processing import PostProcessor
 
-from training.score_scale import UnclippedPostProcessor, unclipped_normalize
+from training.score_scale import UnclippedPostProcessor, anomalib_clipped, unclipped_normalize
 
 NAN = torch.tensor(float("nan"))
 
@@ -51,3 +52,13 @@ def test_post_processor_uses_the_unclipped_scale() -> None:
     assert isinstance(post, PostProcessor)
     low, high, threshold = stats(0.0, 1.0, 1.0)
     assert post._normalize(torch.tensor([0.0]), low, high, threshold).item() > 0  # type: ignore[union-attr]
+
+
+def test_anomalib_clipped_inverts_our_scale() -> None:
+    raw = torch.tensor([-3.0, 0.2, 0.6, 0.9, 1.0, 1.3, 2.0], dtype=torch.float64)
+    low, high, threshold = (torch.tensor(v, dtype=torch.float64) for v in (0.0, 1.0, 1.0))
+    ours = unclipped_normalize(raw, low, high, threshold)
+    theirs = PostProcessor._normalize(raw, low, high, threshold)
+    assert ours is not None and theirs is not None
+    back = [anomalib_clipped(s) for s in ours.tolist()]
+    assert back == pytest.approx(theirs.tolist(), abs=1e-9)

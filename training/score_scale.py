@@ -16,6 +16,8 @@ scores far from the threshold stay distinct in float32 and spread out in the rep
 
 from __future__ import annotations
 
+import math
+
 import torch
 from anomalib.post_processing import PostProcessor
 
@@ -54,3 +56,15 @@ class UnclippedPostProcessor(PostProcessor):
         threshold: torch.Tensor,
     ) -> torch.Tensor | None:
         return unclipped_normalize(preds, norm_min, norm_max, threshold)
+
+
+def anomalib_clipped(score: float) -> float:
+    """The score anomalib's own (clipped) normalisation gives the same image, from ours.
+
+    Our curve is invertible: ``z = sinh(logit(score)) / 4``; anomalib's score is ``z + 0.5``
+    clipped to [0, 1]. Benchmarks use it as a same-run baseline.
+    """
+    if score <= 0.0 or score >= 1.0:  # the degenerate zero-range case: already 0 / 1
+        return min(max(score, 0.0), 1.0)
+    z = math.sinh(math.log(score / (1.0 - score))) / SLOPE_MATCH
+    return min(max(z + 0.5, 0.0), 1.0)
