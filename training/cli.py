@@ -61,7 +61,7 @@ def register(commands: Any) -> None:
         default="auto",
         metavar="auto|random|PATH",
         help="auto: anomalib's pretrained teacher (downloaded once, then cached); random: seeded "
-        "random teacher (orthogonal init) that works offline but is less accurate; PATH: a "
+        "random teacher that works offline but is less accurate; PATH: a "
         "pretrained_teacher_<size>.pth copied from a connected machine (default: auto)",
     )
     train.add_argument(
