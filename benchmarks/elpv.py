@@ -11,7 +11,8 @@ those for its own calibration). The model never sees an abnormal cell before the
 
     python benchmarks/elpv.py --cell-type mono --out /tmp/elpv-mono [--max-steps N]
 
-prints the figures and writes ``OUT/result.json``.
+prints the figures and writes ``OUT/result.json``. ``--split-only`` stops after writing the images
+(for ``benchmarks/teacher_features.py``).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sys.exit(f"{out} is not empty; choose a new --out folder")
     sizes = export_split(out, args.cell_type, args.test_normal_share, args.seed)
     print(f"split: {sizes}", flush=True)
+    if args.split_only:
+        return {"split": sizes}
 
     started = time.monotonic()
     card = train(
@@ -175,8 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-normal-share", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", action="store_true", help="also write OUT/report/index.html")
+    parser.add_argument("--split-only", action="store_true", help="write the image folders and stop")
     args = parser.parse_args(argv)
     f = run(args)
+    if args.split_only:
+        return 0
     base = f["baseline_anomalib_clipped"]
     print(
         "\n".join(
