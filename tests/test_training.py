@@ -185,6 +185,40 @@ def test_random_teacher_model_never_touches_anomalib_cache(
     assert not (empty_cache / "anomalib").exists()
 
 
+def test_random_teacher_scores_with_the_student_teacher_map_alone(tmp_path: Path) -> None:
+    import torch
+    from anomalib.models.image.efficient_ad.torch_model import EfficientAdModel
+
+    from training.model import (
+        BOTH_MAPS,
+        STUDENT_TEACHER_MAP,
+        InspectdEfficientAd,
+        StudentTeacherScoring,
+        anomaly_map_for,
+    )
+
+    random = InspectdEfficientAd(Teacher("random(seed=0)", None, 0), tmp_path, "small", 256)
+    network = random.model.eval()
+    assert isinstance(network, StudentTeacherScoring)
+    batch = torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        scored = network(batch)
+        student, distance = network.compute_student_teacher_distance(batch)
+        map_st, map_stae = network.compute_maps(batch, student, distance)
+    assert torch.equal(scored.anomaly_map, map_st)
+    assert torch.equal(scored.pred_score, map_st.amax(dim=(-2, -1)))
+    assert not torch.allclose(scored.anomaly_map, 0.5 * map_st + 0.5 * map_stae)
+
+    weights = tmp_path / "teacher.pth"
+    torch.save(network.teacher.state_dict(), weights)
+    given = Teacher(f"path:{weights}", weights)
+    assert type(InspectdEfficientAd(given, tmp_path, "small", 256).model) is EfficientAdModel
+    assert (anomaly_map_for(given), anomaly_map_for(Teacher("random", None))) == (
+        BOTH_MAPS,
+        STUDENT_TEACHER_MAP,
+    )
+
+
 # --- penalty set, progress ----------------------------------------------------------------------
 
 
@@ -234,6 +268,7 @@ def test_tiny_export_has_layout_and_valid_card(tiny_model: Path) -> None:
     assert card.extra["precision"] == cpu_precision()
     assert (card.extra["export_precision"], card.extra["opset"]) == ("fp32", 18)
     assert card.extra["stopped_by"] == "max-steps"
+    assert card.extra["anomaly_map"] == "student-teacher map"  # random teacher
     names = sorted(p.name for p in tiny_model.iterdir())
     assert names == ["model.json", "train_hashes.txt", "weights"]  # work dir and checkpoints removed
     for litter in ("lightning_logs", "results", "openvino_cache", "datasets"):

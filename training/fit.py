@@ -41,7 +41,7 @@ from training.early_stop import AurocEarlyStopping
 from training.errors import TrainingError
 from training.held_out import calibrate_export, held_out_images
 from training.images import EXTENSIONS, checked_images
-from training.model import InspectdEfficientAd
+from training.model import InspectdEfficientAd, anomaly_map_for
 from training.penalty import build_penalty_set, check_penalty_dir
 from training.progress import TrainingProgress, quiet_libraries
 from training.settings import (
@@ -215,6 +215,7 @@ def train(
             "export_precision": export_precision,
             "opset": opset,
             "stopped_by": run.stopped_by,
+            "anomaly_map": anomaly_map_for(recipe.teacher),
             "early_stopping": run.early_stopping,
             "max_minutes": max_minutes,
             "resumed_from": str(resume_from) if resume_from else None,

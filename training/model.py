@@ -5,10 +5,44 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+from anomalib.data import InferenceBatch
 from anomalib.models import EfficientAd
+from anomalib.models.image.efficient_ad.torch_model import EfficientAdModel
 
 from training.score_scale import UnclippedPostProcessor
 from training.teacher import Teacher, apply_teacher
+
+BOTH_MAPS = "mean of student-teacher and autoencoder maps"
+STUDENT_TEACHER_MAP = "student-teacher map"
+
+
+def anomaly_map_for(teacher: Teacher) -> str:
+    """Which map scores the images: anomalib's mean of both maps, except with a random teacher.
+
+    A random teacher's autoencoder map drags the mean down. On ELPV mono cells the student-teacher
+    map alone scored image AUROC 0.846 and 0.820 where the exported mean scored 0.775 and 0.796
+    (seeds 1 and 2, 700 steps; the autoencoder map alone: 0.753 and 0.781), and 0.807 against
+    0.780 on a 354-step seed-0 checkpoint.
+    """
+    return STUDENT_TEACHER_MAP if teacher.weights is None else BOTH_MAPS
+
+
+class StudentTeacherScoring(EfficientAdModel):
+    """anomalib's EfficientAD network, trained the same way, that scores with the student-teacher
+    map alone; the autoencoder's output is unused at inference, so the export leaves it out."""
+
+    def forward(
+        self,
+        batch: torch.Tensor,
+        batch_imagenet: torch.Tensor | None = None,
+        normalize: bool = True,
+    ) -> Any:
+        if self.training:
+            return super().forward(batch, batch_imagenet, normalize)
+        student_output, distance_st = self.compute_student_teacher_distance(batch)
+        map_st, _ = self.compute_maps(batch, student_output, distance_st, normalize)
+        return InferenceBatch(pred_score=torch.amax(map_st, dim=(-2, -1)), anomaly_map=map_st)
 
 
 class InspectdEfficientAd(EfficientAd):
@@ -17,7 +51,8 @@ class InspectdEfficientAd(EfficientAd):
     anomalib fetches the teacher inside ``on_train_start``, i.e. after data loading has begun,
     and fails there when offline; loading it here surfaces a bad teacher before any work and
     keeps random teachers out of anomalib's cache. Scores are normalised without clipping
-    (``training.score_scale``).
+    (``training.score_scale``) and, with a random teacher, come from the student-teacher map
+    alone (``anomaly_map_for``).
     """
 
     def __init__(self, teacher: Teacher, imagenet_dir: Path, model_size: str, image_size: int) -> None:
@@ -27,6 +62,9 @@ class InspectdEfficientAd(EfficientAd):
             pre_processor=EfficientAd.configure_pre_processor((image_size, image_size)),
             post_processor=UnclippedPostProcessor(),
         )
+        if anomaly_map_for(teacher) == STUDENT_TEACHER_MAP:
+            # anomalib's defaults, as EfficientAd.__init__ passes them
+            self.model = StudentTeacherScoring(teacher_out_channels=384, model_size=self.model_size)
         apply_teacher(self.model.teacher, teacher)
 
     def prepare_pretrained_model(self) -> None:
