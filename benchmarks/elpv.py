@@ -32,7 +32,12 @@ from daemon.inference import Model
 from training.fit import train
 from training.metrics import auroc, eer, evaluate_scores, rates_at
 from training.score_scale import anomalib_clipped
-from training.settings import DEFAULT_IMAGE_SIZE, DEFAULT_MAX_MINUTES, DEFAULT_MAX_STEPS
+from training.settings import (
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_MAX_MINUTES,
+    DEFAULT_MAX_STEPS,
+)
 
 NORMAL_PROB, ABNORMAL_PROB = 0.0, 1.0
 
@@ -84,6 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         max_minutes=args.max_minutes,
         image_size=args.image_size,
+        learning_rate=args.learning_rate,
     )
     train_minutes = (time.monotonic() - started) / 60
 
@@ -117,6 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "teacher": model.card.teacher,
         "steps": card.steps,
         "image_size": args.image_size,
+        "learning_rate": args.learning_rate,
         "stopped_by": card.extra.get("stopped_by", "max-steps"),
         "train_images": card.train_images,
         "train_minutes": round(train_minutes, 1),
@@ -174,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         help="wall-clock cap on training, as for `inspectd train` (default %(default)s)",
     )
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="side in pixels")
+    parser.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE)
     parser.add_argument("--teacher", default="random", help="random (offline) | auto | PATH")
     parser.add_argument("--test-normal-share", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)

@@ -40,9 +40,13 @@ def check_run_options(
         raise TrainingError(f"--opset must be between {OPSETS[0]} and {OPSETS[-1]}, got {opset}")
 
 
-def check_options(max_steps: int, model_size: str, image_size: int, precision: str) -> None:
+def check_options(
+    max_steps: int, model_size: str, image_size: int, precision: str, learning_rate: float
+) -> None:
     if max_steps < 1:
         raise TrainingError(f"--max-steps must be at least 1, got {max_steps}")
+    if not 0 < learning_rate < 1:
+        raise TrainingError(f"--learning-rate must be between 0 and 1, got {learning_rate}")
     if model_size not in MODEL_SIZES:
         raise TrainingError(f"--model-size must be one of {', '.join(MODEL_SIZES)}, got {model_size!r}")
     if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:

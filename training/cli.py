@@ -17,6 +17,7 @@ from training.settings import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_EARLY_STOP_EVERY,
     DEFAULT_IMAGE_SIZE,
+    DEFAULT_LEARNING_RATE,
     DEFAULT_MAX_MINUTES,
     DEFAULT_MAX_STEPS,
     DEFAULT_OPSET,
@@ -80,6 +81,14 @@ def register(commands: Any) -> None:
         default=DEFAULT_IMAGE_SIZE,
         metavar="PX",
         help="square input size, 256-1024; cost grows with its square (default: %(default)s)",
+    )
+    train.add_argument(
+        "--learning-rate",
+        type=float,
+        default=DEFAULT_LEARNING_RATE,
+        metavar="LR",
+        help="Adam learning rate of the student and autoencoder, cut tenfold after 95 %% of "
+        "--max-steps, as in EfficientAD (default: %(default)s)",
     )
     train.add_argument(
         "--train-precision",
@@ -201,6 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         imagenet_dir=args.imagenet_dir,
         image_size=args.image_size,
+        learning_rate=args.learning_rate,
         train_precision=PRECISION_FLAGS[args.train_precision],
         threshold_policy=args.threshold_policy,
         max_minutes=args.max_minutes,

@@ -48,6 +48,7 @@ from training.settings import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_EARLY_STOP_EVERY,
     DEFAULT_IMAGE_SIZE,
+    DEFAULT_LEARNING_RATE,
     DEFAULT_MAX_STEPS,
     DEFAULT_OPSET,
     DEFAULT_PATIENCE,
@@ -82,6 +83,7 @@ class _Recipe:
     max_steps: int
     model_size: str
     image_size: int
+    learning_rate: float
     precision: str
     seed: int
     policy: Policy
@@ -121,6 +123,7 @@ def train(
     seed: int = 0,
     imagenet_dir: Path | None = None,
     image_size: int = DEFAULT_IMAGE_SIZE,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
     train_precision: str | None = None,
     threshold_policy: str | None = None,
     max_minutes: float | None = None,
@@ -144,7 +147,7 @@ def train(
     normal_dir, output = Path(normal_dir), Path(output)
     abnormal_dir = Path(abnormal_dir) if abnormal_dir else None
     train_precision = train_precision or cpu_precision()
-    check_options(max_steps, model_size, image_size, train_precision)
+    check_options(max_steps, model_size, image_size, train_precision, learning_rate)
     check_run_options(max_minutes, checkpoint_every, export_precision, opset)
     if early_stop_every < 0 or patience < 1:
         raise TrainingError(
@@ -174,6 +177,7 @@ def train(
         max_steps=max_steps,
         model_size=model_size,
         image_size=image_size,
+        learning_rate=learning_rate,
         precision=train_precision,
         seed=seed,
         policy=policy,
@@ -212,6 +216,7 @@ def train(
         extra={
             "seed": seed,
             "precision": train_precision,  # training arithmetic (Lightning's name)
+            "learning_rate": learning_rate,
             "export_precision": export_precision,
             "opset": opset,
             "stopped_by": run.stopped_by,
@@ -256,7 +261,9 @@ def _fit_and_export(recipe: _Recipe, output: Path) -> _Run:
             seed=recipe.seed,
         )
         penalty = recipe.penalty_dir or build_penalty_set(work / "penalty", seed=recipe.seed)
-        model = InspectdEfficientAd(recipe.teacher, penalty, recipe.model_size, recipe.image_size)
+        model = InspectdEfficientAd(
+            recipe.teacher, penalty, recipe.model_size, recipe.image_size, recipe.learning_rate
+        )
         budget = TimeBudget(recipe.max_minutes) if recipe.max_minutes else None
         callbacks: list[Any] = [TrainingProgress(recipe.max_steps)]
         if recipe.checkpoint_every:

@@ -11,6 +11,7 @@ from anomalib.models import EfficientAd
 from anomalib.models.image.efficient_ad.torch_model import EfficientAdModel
 
 from training.score_scale import UnclippedPostProcessor
+from training.settings import DEFAULT_LEARNING_RATE
 from training.teacher import Teacher, apply_teacher
 
 BOTH_MAPS = "mean of student-teacher and autoencoder maps"
@@ -55,10 +56,18 @@ class InspectdEfficientAd(EfficientAd):
     alone (``anomaly_map_for``).
     """
 
-    def __init__(self, teacher: Teacher, imagenet_dir: Path, model_size: str, image_size: int) -> None:
+    def __init__(
+        self,
+        teacher: Teacher,
+        imagenet_dir: Path,
+        model_size: str,
+        image_size: int,
+        learning_rate: float = DEFAULT_LEARNING_RATE,
+    ) -> None:
         super().__init__(
             imagenet_dir=imagenet_dir,
             model_size=model_size,
+            lr=learning_rate,
             pre_processor=EfficientAd.configure_pre_processor((image_size, image_size)),
             post_processor=UnclippedPostProcessor(),
         )
