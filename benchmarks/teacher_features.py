@@ -14,7 +14,9 @@ or the PATH of a teacher state dict (``pretrained_teacher_small.pth``).
     python benchmarks/elpv.py --cell-type mono --out /tmp/elpv-mono --split-only
     python benchmarks/teacher_features.py --data /tmp/elpv-mono --teacher random:0 --teacher pca:0
 
-``--data`` is any folder with ``train/normal``, ``test/normal`` and ``test/abnormal``.
+``--data`` is any folder with ``train/normal``, ``test/normal`` and ``test/abnormal``. ``--save DIR``
+also writes each teacher as ``DIR/<kind>-<seed>.pth``, for a full run with
+``benchmarks/elpv.py --teacher DIR/pca-0.pth``.
 """
 
 from __future__ import annotations
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model-size", choices=("small", "medium"), default="small")
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
+    parser.add_argument("--save", type=Path, metavar="DIR", help="also write each teacher's state dict here")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     train, normal, abnormal = (
@@ -169,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     baseline = 0.0
     for spec in specs:
         started = time.monotonic()
-        score, rank = knn_auroc(build_teacher(spec, args.model_size, train), train, normal, abnormal)
+        network = build_teacher(spec, args.model_size, train)
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            torch.save(network.state_dict(), args.save / f"{Path(spec).stem.replace(':', '-')}.pth")
+        score, rank = knn_auroc(network, train, normal, abnormal)
         baseline = baseline or score
         print(
             f"{spec}: kNN AUROC {score:.3f} (ratio to {specs[0]}: {score / baseline:.2f}), "
