@@ -196,7 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.teacher == "random":
         print(
             "train: warning: random teacher: runs offline but is far less accurate than the pretrained "
-            "one (ELPV solar cells: image AUROC about 0.85; see README, Accuracy). For production "
+            "one (ELPV solar cells: image AUROC 0.81-0.85; see README, Accuracy). For production "
             "models copy pretrained_teacher_<size>.pth from a connected machine and pass --teacher PATH",
             file=sys.stderr,
         )
