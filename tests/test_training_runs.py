@@ -162,8 +162,9 @@ def test_cli_train_passes_the_new_flags(
     monkeypatch.setattr(training.fit, "train", fake_train)
     args = ["train", "--normal", str(tmp_path), "--output", str(tmp_path / "o")]
     extra = ["--threshold-policy", "target-frr=0.01", "--precision", "fp16", "--opset", "17"]
+    extra += ["--learning-rate", "0.001"]
     assert main([*args, *extra, "--train-precision", "fp32", "--resume", "--max-minutes", "5"]) == 0
-    assert seen["threshold_policy"] == "target-frr=0.01"
+    assert (seen["threshold_policy"], seen["learning_rate"]) == ("target-frr=0.01", 0.001)
     assert (seen["export_precision"], seen["opset"], seen["train_precision"]) == ("fp16", 17, "32-true")
     assert (seen["resume"], seen["max_minutes"], seen["early_stop_every"], seen["patience"]) == (
         True,
@@ -174,6 +175,7 @@ def test_cli_train_passes_the_new_flags(
     assert "threshold 0.4200 by target-frr=0.01" in capsys.readouterr().out
     assert main(args) == 0
     assert (seen["export_precision"], seen["max_minutes"], seen["threshold_policy"]) == ("fp32", 26.0, None)
+    assert seen["learning_rate"] == 1e-4
 
 
 def test_cli_train_explains_a_bad_policy(
