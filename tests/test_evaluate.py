@@ -288,3 +288,33 @@ def test_predict_gives_the_daemon_score_and_an_anomaly_map(
     assert score.score == model.score(path).score
     assert heat.shape == model.card.image_size and heat.dtype == np.float32
     assert np.isfinite(heat).all()
+
+
+def test_folders_of_links_train_and_evaluate_alike(
+    tiny_model: Path, surface_set: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Folders of symbolic links (a common way to assemble a data set) are followed by both
+    commands; a broken link is named in a one-line error by both, before any work."""
+    normal, abnormal = surface_set
+    linked = {}
+    for kind, folder in (("normal", normal), ("abnormal", abnormal)):
+        linked[kind] = tmp_path / f"links-{kind}"
+        linked[kind].mkdir()
+        for image in sorted(folder.glob("*.png")):
+            (linked[kind] / f"link-{image.name}").symlink_to(image)
+    args = ["--normal", str(linked["normal"]), "--abnormal", str(linked["abnormal"])]
+    assert main(["evaluate", "--model", str(tiny_model), *args, "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert (figures["n_normal"], figures["n_abnormal"]) == (10, 6)
+
+    (linked["abnormal"] / "gone.png").symlink_to(tmp_path / "missing.png")
+    assert main(["evaluate", "--model", str(tiny_model), *args]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gone.png" in err[0]
+    out = tmp_path / "model"
+    assert (
+        main(["train", "--normal", str(linked["abnormal"]), "--output", str(out), "--teacher", "random"]) == 1
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("inspectd: error:") and "gone.png" in err[-1]
+    assert not out.exists()

@@ -15,8 +15,17 @@ _SHOWN = 5
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted), by extension only."""
-    return sorted(p for p in folder.glob("**/*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    """Image files under ``folder`` (recursive, sorted), by extension only; symbolic links count
+    (a broken one too, so that the check below names it instead of skipping it)."""
+    return sorted(
+        p for p in folder.glob("**/*") if p.suffix.lower() in EXTENSIONS and (p.is_file() or p.is_symlink())
+    )
+
+
+def readable(path: Path) -> Path:
+    """The file behind an image the user named: links followed. The daemon refuses links in its
+    inbox, but folders given to ``train`` and ``evaluate`` are the user's own, read the same way."""
+    return path.resolve()
 
 
 def checked_images(folder: Path, role: str) -> list[Path]:
@@ -33,7 +42,7 @@ def checked_images(folder: Path, role: str) -> list[Path]:
             f"the {role} folder {folder} holds no images "
             f"(looked recursively for {', '.join(sorted(set(EXTENSIONS)))})"
         )
-    bad = [p for p in images if not _decodes(p)]
+    bad = [p for p in images if not _decodes(p)]  # a broken link fails here too
     if bad:
         names = ", ".join(str(p.relative_to(folder)) for p in bad[:_SHOWN])
         more = f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from training.evaluate import Scored, teacher_warning
+from training.images import readable
 from training.metrics import Evaluation
 
 if TYPE_CHECKING:
@@ -171,7 +172,7 @@ def _overlay(path: Path, heat: NDArray[np.float32]) -> Image.Image:
 
     from daemon.imaging import decode_rgb  # the daemon's reader: 16-bit, CMYK, palette alike
 
-    pixels = (decode_rgb(path) * 255).round().astype(np.uint8)
+    pixels = (decode_rgb(readable(path)) * 255).round().astype(np.uint8)
     rgb = Image.fromarray(pixels).resize((THUMB_PX, THUMB_PX), Image.Resampling.BILINEAR)
     heat_img = Image.fromarray(np.clip(heat, 0.0, 1.0).astype(np.float32), mode="F")
     heat_small = np.asarray(heat_img.resize((THUMB_PX, THUMB_PX), Image.Resampling.BILINEAR))

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from daemon.errors import InspectdError
 from daemon.inference import Model
 from training.errors import TrainingError
+from training.images import readable
 
 
 @contextmanager
@@ -44,7 +45,7 @@ def anomaly_maps(xml: Path, paths: Iterable[Path]) -> list[NDArray[np.float32]]:
 
 def _predict(model: Model, path: Path) -> tuple[float, NDArray[np.float32]]:
     try:
-        score, heat = model.predict(path)
+        score, heat = model.predict(readable(path))
     except InspectdError as exc:  # UnreadableImage / InferenceFailed carry the reason
         raise TrainingError(f"cannot score {path}: {exc}") from exc
     return score.score, heat
