@@ -9,6 +9,7 @@ image AUROC. The first ``--teacher`` is the same-run baseline; the others are pr
 Teachers: ``random:SEED`` (what ``inspectd train --teacher random`` uses), ``pca:SEED`` (an
 experiment: each layer's filters are the principal components of its input patches on the normal
 training images, both signs, so the features span the data instead of a handful of directions),
+any other ``inspectd train --teacher`` choice (``lite0``, ``lite2``, ``distilled``, ``pretrained``)
 or the PATH of a teacher state dict (``pretrained_teacher_small.pth``).
 
     python benchmarks/elpv.py --cell-type mono --out /tmp/elpv-mono --split-only
@@ -32,8 +33,9 @@ from torch.nn import functional
 
 from training.images import list_images
 from training.metrics import auroc
+from training.model import teacher_network
 from training.settings import DEFAULT_IMAGE_SIZE
-from training.teacher import Teacher, apply_teacher
+from training.teacher import Teacher, apply_teacher, resolve_teacher
 
 BANK_SIZE = 10_000
 PCA_IMAGES = 64
@@ -60,7 +62,7 @@ def build_teacher(spec: str, model_size: str, normals: torch.Tensor) -> torch.nn
         if kind == "pca":
             fit_pca_layers(network, normals, seed)
     else:
-        apply_teacher(network, Teacher(spec, Path(spec)))
+        network = teacher_network(resolve_teacher(spec, model_size), model_size)
     return network.eval()
 
 
@@ -153,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--teacher",
         action="append",
-        help="random:SEED | pca:SEED | PATH; repeat; the first is the baseline (default random:0, pca:0)",
+        help="random:SEED | pca:SEED | lite0 | lite2 | distilled | PATH; repeat; the first is the "
+        "baseline (default random:0, pca:0)",
     )
     parser.add_argument("--model-size", choices=("small", "medium"), default="small")
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)

@@ -28,6 +28,8 @@ class ModelCard:
     train_images: int = 0
     steps: int = 0
     teacher: str = "unknown"
+    # kind (anomalib-pretrained, frozen-lite, distilled, random, file), package, version, sha256
+    teacher_provenance: dict[str, Any] = field(default_factory=dict)
     threshold: float = DEFAULT_THRESHOLD
     threshold_policy: str = "exported-default"
     created_at: str = ""

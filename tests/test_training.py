@@ -120,7 +120,7 @@ def test_cli_train_reports_an_empty_folder(tmp_path: Path, capsys: pytest.Captur
 # --- teacher ------------------------------------------------------------------------------------
 
 
-def test_auto_teacher_offline_explains_both_ways_out(empty_cache: Path) -> None:
+def test_pretrained_teacher_offline_explains_the_ways_out(empty_cache: Path) -> None:
     calls = []
 
     def offline() -> None:
@@ -128,7 +128,7 @@ def test_auto_teacher_offline_explains_both_ways_out(empty_cache: Path) -> None:
         no_network()
 
     with pytest.raises(TrainingError) as error:
-        resolve_teacher("auto", "small", download=offline)
+        resolve_teacher("pretrained", "small", download=offline)
     message = str(error.value)
     assert calls == [1]
     assert "offline" in message

@@ -121,11 +121,11 @@ def test_offline_run_calibrates_stops_on_time_resumes_and_exports_fp16(
     assert network_calls == []
 
 
-def test_auto_teacher_offline_stops_before_fitting(
+def test_pretrained_teacher_offline_stops_before_fitting(
     tmp_path: Path, dataset: tuple[Path, Path], network_calls: list[str], empty_cache: Path
 ) -> None:
     with pytest.raises(TrainingError, match="--teacher random") as error:
-        train(dataset[0], tmp_path / "out", max_steps=1, teacher="auto")
+        train(dataset[0], tmp_path / "out", max_steps=1, teacher="pretrained")
     assert "offline" in str(error.value)
     assert network_calls  # it did try, and was refused
     assert not (tmp_path / "out").exists()

