@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from daemon.inference import Model
+from inspectd.scorer import Model
 from training.fit import train
 from training.metrics import auroc, eer, evaluate_scores, rates_at
 from training.score_scale import anomalib_clipped

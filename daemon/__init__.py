@@ -1,3 +1,1 @@
 """inspectd daemon: watch an inbox, judge each image with an exported EfficientAD model, sort it."""
-
-__version__ = "0.1.0"

@@ -11,8 +11,9 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
-from daemon import __version__
-from daemon.errors import ConfigError, InspectdError
+from daemon.errors import ConfigError
+from inspectd import __version__
+from inspectd.errors import InspectdError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -1,28 +1,14 @@
-"""One base error; the CLI turns these into messages and exit codes.
+"""The daemon's own errors; the base class and the model and image errors are ``inspectd.errors``.
 
-Per-file problems (``UnreadableImage``) quarantine one file and the loop goes on; start-up problems
-(``ConfigError``, ``ModelError``) stop the daemon before it takes any file.
+Start-up problems (``ConfigError``) stop the daemon before it takes any file; the CLI turns them
+into messages and exit codes.
 """
 
-
-class InspectdError(Exception):
-    """Base of every error inspectd raises on purpose."""
+from inspectd.errors import InspectdError
 
 
 class ConfigError(InspectdError):
     """The configuration is wrong; the message names the key and the fix."""
-
-
-class ModelError(InspectdError):
-    """The exported model is missing or cannot be loaded."""
-
-
-class UnreadableImage(InspectdError):
-    """A file in the inbox cannot be decoded as an image; it is quarantined with this reason."""
-
-
-class InferenceFailed(InspectdError):
-    """The model failed on one readable image; the file is quarantined with this reason."""
 
 
 class DatabaseNotReady(InspectdError):

@@ -17,7 +17,9 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Literal
+
+from inspectd.reading import open_regular
 
 NAME_MAX = 255  # bytes, on every Linux file system inspectd is likely to meet
 CROSS_DEVICE = (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP)
@@ -53,27 +55,6 @@ def is_candidate(name: str, extensions: tuple[str, ...], ignore: tuple[str, ...]
     if any(fnmatch.fnmatchcase(name, pattern) for pattern in ignore):
         return False
     return Path(name).suffix.lower() in extensions
-
-
-def open_regular(path: Path) -> BinaryIO:
-    """Open a regular file for reading, refusing symlinks (ELOOP) and FIFOs/devices (EINVAL)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open_regular(path) as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def display_name(text: str) -> str:

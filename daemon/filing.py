@@ -30,11 +30,11 @@ from daemon.files import (
     free_name,
     move_no_clobber,
     same_entry,
-    sha256_of,
     signature,
     temp_name,
 )
 from daemon.store import Inspection, Store, is_transient
+from inspectd.hashing import sha256_of
 
 Stage = Literal["claim", "move", "mark", "void"]
 State = Literal["done", "void", "waiting"]

@@ -21,10 +21,11 @@ from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
-from daemon.errors import ConfigError, InferenceFailed, UnreadableImage
-from daemon.inference import Score
+from daemon.errors import ConfigError
 from daemon.pipeline import Scorer, StepResult
 from daemon.store import STATUSES, Inspection
+from inspectd.errors import InferenceFailed, UnreadableImage
+from inspectd.scorer import Score
 
 # verdict_voided: the file changed after its verdict was recorded; the row was deleted and the file
 # is judged again, so inspectd_images_total can run ahead of the table by this count.

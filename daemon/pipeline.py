@@ -28,11 +28,12 @@ from typing import Literal, Protocol
 from loguru import logger
 
 from daemon.arrivals import Arrivals, Kind, Ready
-from daemon.errors import InferenceFailed, ModelError, UnreadableImage
-from daemon.files import FileSignature, display_name, free_name, safe_name, sha256_of, signature
+from daemon.files import FileSignature, display_name, free_name, safe_name, signature
 from daemon.filing import RETRY_BACKOFF_S, Filer, PendingMove, backoff, claim_path
-from daemon.inference import Score
 from daemon.store import Inspection, Store, is_transient
+from inspectd.errors import InferenceFailed, ModelError, UnreadableImage
+from inspectd.hashing import sha256_of
+from inspectd.scorer import Score
 
 __all__ = ["RETRY_BACKOFF_S", "Destinations", "Pipeline", "StepResult", "claim_path"]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
-from daemon.errors import ModelError
-from daemon.model_card import card_path_for, locate_xml
+from inspectd.errors import ModelError
+from inspectd.export import card_path_for, locate_xml
 
 RESTART_SECTIONS = ("paths", "database", "metrics")
 RESTART_KEYS = ("watch.observer", "watch.recursive")

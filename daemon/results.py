@@ -10,8 +10,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from daemon.errors import InspectdError
 from daemon.store import Inspection
+from inspectd.errors import InspectdError
 
 COLUMNS = (
     "id",

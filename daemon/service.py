@@ -21,13 +21,11 @@ from loguru import logger
 
 from daemon.arrivals import Arrivals
 from daemon.config import Config, load_config
-from daemon.errors import ConfigError, InspectdError, ModelError
+from daemon.errors import ConfigError
 from daemon.files import same_filesystem
-from daemon.inference import Model
 from daemon.logs import apply_log_config
 from daemon.metrics import MeteredScorer, Metrics, MetricsServer
 from daemon.migrate import upgrade
-from daemon.model_card import locate_xml
 from daemon.notify import Notifier
 from daemon.pipeline import Destinations, Pipeline
 from daemon.reload import (
@@ -42,6 +40,9 @@ from daemon.reload import (
 from daemon.retention import Retention
 from daemon.store import Store, make_engine
 from daemon.watcher import InboxWatcher
+from inspectd.errors import InspectdError, ModelError
+from inspectd.export import locate_xml
+from inspectd.scorer import Model
 
 
 def prepare_folders(config: Config) -> None:

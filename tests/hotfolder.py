@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from daemon.arrivals import Arrivals
-from daemon.errors import UnreadableImage
-from daemon.inference import Score
 from daemon.migrate import upgrade
 from daemon.pipeline import Destinations, Pipeline, StepResult
 from daemon.store import Store, make_engine
+from inspectd.errors import UnreadableImage
+from inspectd.scorer import Score
 
 JUDGED = ("accepted", "rejected", "quarantined")
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from daemon.arrivals import Arrivals
-from daemon.inference import Model
 from daemon.watcher import InboxWatcher
+from inspectd.scorer import Model
 from tests.conftest import write_image
 from tests.hotfolder import Folders, audit, make_folders, make_pipeline, sha
 

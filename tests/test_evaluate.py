@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from daemon.cli import main
-from daemon.model_card import XML_IN_EXPORT, ModelCard, compute_model_id, write_card
+from inspectd.card import ModelCard, compute_model_id, write_card
+from inspectd.export import XML_IN_EXPORT
 from training.evaluate import evaluate, format_report
 from training.metrics import auroc, eer, evaluate_scores, rates_at
 
@@ -279,7 +280,7 @@ def test_evaluate_report_on_a_real_export(
 def test_predict_gives_the_daemon_score_and_an_anomaly_map(
     tiny_model: Path, surface_set: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from daemon.inference import Model
+    from inspectd.scorer import Model
 
     _, abnormal = surface_set
     path = sorted(abnormal.iterdir())[0]

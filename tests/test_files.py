@@ -5,15 +5,8 @@ from pathlib import Path
 import pytest
 
 from daemon import files
-from daemon.files import (
-    display_name,
-    free_name,
-    is_candidate,
-    move_no_clobber,
-    open_regular,
-    same_filesystem,
-    signature,
-)
+from daemon.files import display_name, free_name, is_candidate, move_no_clobber, same_filesystem, signature
+from inspectd.reading import open_regular
 from tests.hotfolder import tmpfs
 
 EXT = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.inference import Model
 from daemon.store import Inspection
+from inspectd.scorer import Model
 from tests.conftest import write_image
 from tests.hotfolder import make_folders, make_pipeline, offer, settle
 

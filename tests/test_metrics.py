@@ -15,10 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from daemon.config import Config
-from daemon.inference import Score
 from daemon.metrics import Metrics
 from daemon.service import Daemon
 from daemon.store import Inspection
+from inspectd.scorer import Score
 from tests.conftest import write_image
 
 pytestmark = pytest.mark.timeout(180)

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from daemon.arrivals import Arrivals
-from daemon.inference import Model
 from daemon.migrate import upgrade
 from daemon.pipeline import Destinations, Pipeline
 from daemon.store import Inspection, Store, make_engine
+from inspectd.scorer import Model
 from tests.conftest import write_image
 
 

@@ -21,8 +21,9 @@ import yaml
 from loguru import logger
 
 from daemon.config import load_config
-from daemon.model_card import ModelCard, card_path_for, compute_model_id, locate_xml, write_card
 from daemon.service import Daemon
+from inspectd.card import ModelCard, compute_model_id, write_card
+from inspectd.export import card_path_for, locate_xml
 from tests.conftest import make_config, write_image
 from tests.daemon_process import DaemonProcess, wait_rows
 

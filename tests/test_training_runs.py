@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from daemon.inference import Model
-from daemon.model_card import XML_IN_EXPORT, read_card
-from training.data_checks import HASHES_NAME, trained_on
+from inspectd.card import read_card
+from inspectd.export import HASHES_NAME, XML_IN_EXPORT
+from inspectd.scorer import Model
+from training.data_checks import trained_on
 from training.errors import TrainingError
 from training.fit import train
 from training.synthetic import make_surface_set
@@ -151,7 +152,7 @@ def test_cli_train_passes_the_new_flags(
 ) -> None:
     import training.fit
     from daemon.cli import main
-    from daemon.model_card import ModelCard
+    from inspectd.card import ModelCard
 
     seen: dict[str, Any] = {}
 

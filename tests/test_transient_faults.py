@@ -16,10 +16,10 @@ from loguru import logger
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from daemon.errors import ModelError
-from daemon.inference import Score
 from daemon.pipeline import Destinations
 from daemon.store import Store
+from inspectd.errors import ModelError
+from inspectd.scorer import Score
 from tests.conftest import write_image
 from tests.hotfolder import (
     FakeScorer,

@@ -9,7 +9,7 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-LAST_CHECKPOINT = "last.ckpt"
+from inspectd.export import LAST_CHECKPOINT
 
 
 class TimeBudget(Callback):

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.model_card import XML_IN_EXPORT
-from training.callbacks import LAST_CHECKPOINT
+from inspectd.export import CHECKPOINTS, LAST_CHECKPOINT, XML_IN_EXPORT
 from training.errors import TrainingError
 from training.settings import EXPORT_PRECISIONS, MODEL_SIZES
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 256, 1024  # below 256 the autoencoder's 8x8 bottleneck conv fails
 PRECISIONS = ("bf16-mixed", "32-true")  # Lightning's names for --train-precision bf16 | fp32
 OPSETS = range(14, 21)  # what torch's ONNX exporter and OpenVINO's reader both handle here
-CHECKPOINTS = "checkpoints"
 
 
 def checkpoint_to_resume(output: Path) -> Path:

@@ -6,23 +6,16 @@ same file under another name or in another folder, which path comparisons miss.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from PIL import Image
 
-HASHES_NAME = "train_hashes.txt"
+from inspectd.export import HASHES_NAME, export_root
+from inspectd.hashing import sha256_of
+
 _SHOWN = 3
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shape_warnings(images: Sequence[Path], role: str) -> list[str]:
@@ -57,8 +50,8 @@ def drop_abnormal_copies(
     """
     if not abnormals:
         return list(normals)
-    bad = {sha256_of(p) for p in abnormals}
-    kept = [p for p in normals if sha256_of(p) not in bad]
+    bad = {sha256_of(p, follow_links=True) for p in abnormals}
+    kept = [p for p in normals if sha256_of(p, follow_links=True) not in bad]
     if len(kept) < len(normals):
         warn(
             f"{len(normals) - len(kept)} normal images are byte-identical to images in the "
@@ -71,7 +64,9 @@ def write_hashes(output: Path, images: Iterable[Path]) -> Path:
     """``OUTPUT/train_hashes.txt``: the sha256 of every image the fit or calibration saw."""
     path = output / HASHES_NAME
     tmp = path.with_suffix(".txt.tmp")
-    tmp.write_text("".join(f"{digest}\n" for digest in sorted({sha256_of(p) for p in images})))
+    tmp.write_text(
+        "".join(f"{digest}\n" for digest in sorted({sha256_of(p, follow_links=True) for p in images}))
+    )
     tmp.replace(path)
     return path
 
@@ -81,10 +76,8 @@ def trained_on(model_dir: Path, paths: Iterable[Path]) -> list[Path]:
 
     An export without ``train_hashes.txt`` (older, or not made by ``inspectd train``) gives [].
     """
-    model_dir = Path(model_dir)
-    folders = [model_dir] if model_dir.is_dir() else list(model_dir.parents[:3])  # given model.xml
-    record = next((f / HASHES_NAME for f in folders if (f / HASHES_NAME).is_file()), None)
+    record = next((f / HASHES_NAME for f in export_root(model_dir) if (f / HASHES_NAME).is_file()), None)
     if record is None:
         return []
     known = set(record.read_text().split())
-    return [p for p in paths if sha256_of(p) in known]
+    return [p for p in paths if sha256_of(p, follow_links=True) in known]

@@ -20,7 +20,7 @@ import yaml
 
 from daemon.config import dump_defaults, load_config
 from daemon.logs import setup_logging
-from daemon.model_card import CARD_NAME
+from inspectd.export import CARD_NAME
 
 DEMO_STEPS = 40
 DEMO_SIZE = 256

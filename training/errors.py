@@ -1,6 +1,6 @@
 """The one error training raises on purpose; the CLI prints its message and exits non-zero."""
 
-from daemon.errors import InspectdError
+from inspectd.errors import InspectdError
 
 
 class TrainingError(InspectdError):

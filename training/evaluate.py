@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.model_card import ModelCard, locate_xml, read_card
+from inspectd.card import ModelCard, read_card
+from inspectd.export import locate_xml
 from training.images import checked_images
 from training.metrics import Evaluation, evaluate_scores
 

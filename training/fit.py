@@ -26,11 +26,11 @@ from anomalib.deploy import CompressionType, ExportType
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 
-from daemon.model_card import XML_IN_EXPORT, ModelCard, compute_model_id, write_card
+from inspectd.card import ModelCard, compute_model_id, write_card
+from inspectd.export import CHECKPOINTS, XML_IN_EXPORT
 from training.calibrate import Policy, check_policy, default_policy, parse_policy
 from training.callbacks import PeriodicCheckpoint, TimeBudget
 from training.checks import (
-    CHECKPOINTS,
     check_options,
     check_output,
     check_run_options,

@@ -11,7 +11,6 @@ and ``coffee`` an espresso (967), more confidently than with ImageNet's mean and
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from inspectd.hashing import sha256_of
 from training.errors import TrainingError
 
 VARIANTS = ("lite0", "lite1", "lite2")
@@ -87,15 +87,7 @@ def lite_weights(variant: str) -> LiteWeights:
         ) from None
     if len(files) != 1:
         raise TrainingError(f"{package} {version} should hold one .pth file in models/, found {len(files)}")
-    return LiteWeights(variant, package, version, files[0], sha256_file(files[0]))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    return LiteWeights(variant, package, version, files[0], sha256_of(files[0], follow_links=True))
 
 
 def timm_state_dict(lukemelas: dict[str, torch.Tensor], network: nn.Module) -> dict[str, torch.Tensor]:

@@ -170,7 +170,7 @@ def _overlay(path: Path, heat: NDArray[np.float32]) -> Image.Image:
     """The image and, beside it, the image under its anomaly map (jet, 0..1 as exported)."""
     from matplotlib import colormaps
 
-    from daemon.imaging import decode_rgb  # the daemon's reader: 16-bit, CMYK, palette alike
+    from inspectd.imaging import decode_rgb  # the daemon's reader: 16-bit, CMYK, palette alike
 
     pixels = (decode_rgb(readable(path)) * 255).round().astype(np.uint8)
     rgb = Image.fromarray(pixels).resize((THUMB_PX, THUMB_PX), Image.Resampling.BILINEAR)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from daemon.errors import InspectdError
-from daemon.inference import Model
+from inspectd.errors import InspectdError
+from inspectd.scorer import Model
 from training.errors import TrainingError
 from training.images import readable
 

@@ -29,8 +29,9 @@ from typing import Any
 import platformdirs
 import torch
 
+from inspectd.hashing import sha256_of
 from training.errors import TrainingError
-from training.lite import VARIANTS, LiteWeights, lite_weights, sha256_file
+from training.lite import VARIANTS, LiteWeights, lite_weights
 
 AUTO = "auto"
 PRETRAINED = "pretrained"
@@ -71,7 +72,7 @@ class Teacher:
         info: dict[str, Any] = {
             "kind": self.kind,
             "file": str(self.weights),
-            "sha256": sha256_file(self.weights),
+            "sha256": sha256_of(self.weights, follow_links=True),
         }
         if self.kind == "anomalib-pretrained":
             import anomalib

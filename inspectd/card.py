@@ -1,20 +1,16 @@
-"""The model card: the small JSON that training writes beside an export and the daemon reads.
-
-It is the only contract between ``training/`` and ``daemon/`` besides the OpenVINO IR itself.
-"""
+"""The model card: the small JSON that training writes beside an export and the daemon reads."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from daemon.errors import ModelError
+from inspectd.errors import ModelError
+from inspectd.export import CARD_NAME, card_path_for
+from inspectd.hashing import sha256_files
 
-CARD_NAME = "model.json"
-XML_IN_EXPORT = Path("weights/openvino/model.xml")
 DEFAULT_THRESHOLD = 0.5  # anomalib bakes a normalised 0.5 threshold into the export
 
 
@@ -55,43 +51,7 @@ class ModelCard:
 
 def compute_model_id(xml: Path) -> str:
     """Content hash of the IR (xml + bin): the same weights always get the same id."""
-    digest = hashlib.sha256()
-    for part in (xml, xml.with_suffix(".bin")):
-        with part.open("rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def locate_xml(model_path: Path) -> Path:
-    """Accept an export folder (anomalib layout or a bare folder) or the model.xml itself."""
-    if model_path.is_file():
-        if model_path.suffix != ".xml":
-            raise ModelError(f"model.path {model_path} is not an OpenVINO .xml file")
-        xml = model_path
-    else:
-        for candidate in (model_path / XML_IN_EXPORT, model_path / "model.xml"):
-            if candidate.is_file():
-                xml = candidate
-                break
-        else:
-            raise ModelError(
-                f"no exported model at {model_path} (looked for {XML_IN_EXPORT} and model.xml): "
-                "train one with `inspectd train --normal DIR --output "
-                f"{model_path}` or point model.path at an export folder"
-            )
-    if not xml.with_suffix(".bin").is_file():
-        raise ModelError(f"{xml} has no weights file {xml.with_suffix('.bin').name} beside it")
-    return xml
-
-
-def card_path_for(xml: Path) -> Path | None:
-    """The model.json for an xml: in the export root (two folders up) or beside the xml."""
-    for folder in (xml.parent, *xml.parents[:3]):
-        candidate = folder / CARD_NAME
-        if candidate.is_file():
-            return candidate
-    return None
+    return sha256_files([xml, xml.with_suffix(".bin")])[:16]
 
 
 def read_card(xml: Path) -> ModelCard:

@@ -16,9 +16,10 @@ import numpy as np
 from anomalib.deploy import OpenVINOInferencer
 from numpy.typing import NDArray
 
-from daemon.errors import InferenceFailed, ModelError
-from daemon.imaging import DEFAULT_MAX_PIXELS, decode_rgb
-from daemon.model_card import ModelCard, locate_xml, read_card
+from inspectd.card import ModelCard, read_card
+from inspectd.errors import InferenceFailed, ModelError
+from inspectd.export import locate_xml
+from inspectd.imaging import DEFAULT_MAX_PIXELS, decode_rgb
 
 # OpenVINO picks bf16 on CPUs that advertise it; without AMX that is ~1.9x slower than f32 here
 # (465 vs 250 ms per image) and shifts scores in the 4th decimal away from training's evaluation.

@@ -15,8 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
-from daemon.errors import UnreadableImage
-from daemon.files import open_regular
+from inspectd.errors import UnreadableImage
+from inspectd.reading import open_regular
 
 # Peak memory while decoding is about 16 bytes per pixel (8-bit source + float32 RGB copy), so
 # 50 MP (a large industrial camera) costs ~0.8 GB. Configurable as ``limits.max_pixels``.
