@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon.arrivals import Arrivals
-from daemon.migrate import upgrade
-from daemon.pipeline import Destinations, Pipeline, StepResult
-from daemon.store import Store, make_engine
+from daemon.db.migrate import upgrade
+from daemon.db.store import Store, make_engine
+from daemon.intake.settle import Arrivals
+from daemon.judge.pipeline import Destinations, Pipeline, StepResult
 from inspectd.errors import UnreadableImage
 from inspectd.scorer import Score
 

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from daemon.arrivals import Arrivals
-from daemon.files import FileSignature
+from daemon.intake.settle import Arrivals
+from daemon.judge.fs import FileSignature
 
 
 class FakeFs:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from daemon.cli import build_parser, main
+from daemon.cli.results import parse_since
 from daemon.config import load_config
-from daemon.migrate import head_revision
-from daemon.results import parse_since
-from daemon.store import Inspection, Store, make_engine
+from daemon.db.migrate import head_revision
+from daemon.db.store import Inspection, Store, make_engine
 
 
 def all_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.arrivals import Arrivals
-from daemon.watcher import InboxWatcher
+from daemon.intake.settle import Arrivals
+from daemon.intake.watcher import InboxWatcher
 from inspectd.scorer import Model
 from tests.conftest import write_image
 from tests.hotfolder import Folders, audit, make_folders, make_pipeline, sha

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import files, filing
+from daemon.judge import filer as filing
+from daemon.judge import fs as files
 from tests.conftest import write_image
 from tests.hotfolder import FakeScorer, audit, make_folders, make_pipeline, make_store, offer, settle, sha
 

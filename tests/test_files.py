@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import files
-from daemon.files import display_name, free_name, is_candidate, move_no_clobber, same_filesystem, signature
+from daemon.judge import fs as files
+from daemon.judge.fs import display_name, free_name, is_candidate, move_no_clobber, same_filesystem, signature
 from inspectd.reading import open_regular
 from tests.hotfolder import tmpfs
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.store import Inspection
+from daemon.db.store import Inspection
 from inspectd.scorer import Model
 from tests.conftest import write_image
 from tests.hotfolder import make_folders, make_pipeline, offer, settle
@@ -180,7 +180,7 @@ def test_unreadable_file_is_quarantined_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A file the daemon may not read (uploader's umask 0077; root cannot show this with chmod)."""
-    from daemon import pipeline as pipeline_mod
+    from daemon.judge import pipeline as pipeline_mod
     from tests.hotfolder import FakeScorer
 
     folders = make_folders(tmp_path)

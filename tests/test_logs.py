@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import ConfigError
-from daemon.logs import setup_logging
+from daemon.run.logs import setup_logging
 
 SCRIPT = """
 import sys
 from pathlib import Path
 from loguru import logger
-from daemon.logs import setup_logging
+from daemon.run.logs import setup_logging
 setup_logging("INFO", Path(sys.argv[1]) if len(sys.argv) > 1 else None, rotation="200 B")
 logger.debug("hidden")
 logger.info("#7 part.png accepted score=0.1000")

@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from daemon.config import Config
-from daemon.metrics import Metrics
-from daemon.service import Daemon
-from daemon.store import Inspection
+from daemon.db.store import Inspection
+from daemon.run.service import Daemon
+from daemon.web.metrics import Metrics
 from inspectd.scorer import Score
 from tests.conftest import write_image
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.notify import Notifier
+from daemon.run.notify import Notifier
 from tests.conftest import make_config, write_image
 from tests.daemon_process import DaemonProcess, wait_rows
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from daemon.arrivals import Arrivals
-from daemon.migrate import upgrade
-from daemon.pipeline import Destinations, Pipeline
-from daemon.store import Inspection, Store, make_engine
+from daemon.db.migrate import upgrade
+from daemon.db.store import Inspection, Store, make_engine
+from daemon.intake.settle import Arrivals
+from daemon.judge.pipeline import Destinations, Pipeline
 from inspectd.scorer import Model
 from tests.conftest import write_image
 

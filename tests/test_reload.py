@@ -21,7 +21,7 @@ import yaml
 from loguru import logger
 
 from daemon.config import load_config
-from daemon.service import Daemon
+from daemon.run.service import Daemon
 from inspectd.card import ModelCard, compute_model_id, write_card
 from inspectd.export import card_path_for, locate_xml
 from tests.conftest import make_config, write_image

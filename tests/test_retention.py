@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 
 from daemon.config import RetentionConfig
-from daemon.migrate import upgrade
-from daemon.retention import Retention
-from daemon.store import Inspection, Store, make_engine
+from daemon.db.migrate import upgrade
+from daemon.db.store import Inspection, Store, make_engine
+from daemon.run.retention import Retention
 
 pytestmark = pytest.mark.timeout(60)
 NOW = dt.datetime.now(dt.timezone.utc)

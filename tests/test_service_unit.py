@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from daemon.cli import main
+from daemon.cli.service_unit import render_unit, writable_paths
 from daemon.config import load_config
-from daemon.unit import render_unit, writable_paths
 from tests.conftest import make_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from loguru import logger
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from daemon.pipeline import Destinations
-from daemon.store import Store
+from daemon.db.store import Store
+from daemon.judge.pipeline import Destinations
 from inspectd.errors import ModelError
 from inspectd.scorer import Score
 from tests.conftest import write_image
@@ -51,8 +51,8 @@ def impatient_store(db: Path) -> Store:
 
 
 def make_store_at(db: Path) -> Store:
-    from daemon.migrate import upgrade
-    from daemon.store import make_engine
+    from daemon.db.migrate import upgrade
+    from daemon.db.store import make_engine
 
     engine = make_engine(f"sqlite:///{db}")
     upgrade(engine)

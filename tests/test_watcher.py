@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from daemon import watcher as watcher_mod
-from daemon.watcher import InboxWatcher, choose_observer, filesystem_type
+from daemon.intake import watcher as watcher_mod
+from daemon.intake.watcher import InboxWatcher, choose_observer, filesystem_type
 from tests.conftest import write_image
 from tests.hotfolder import FakeScorer, audit, make_folders, make_pipeline, offer, settle, sha, tmpfs
 

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from daemon.config import dump_defaults, load_config
-from daemon.logs import setup_logging
+from daemon.run.logs import setup_logging
 from inspectd.export import CARD_NAME
 
 DEMO_STEPS = 40
@@ -149,9 +149,9 @@ def _feed(plan: DemoPlan, normal: Path, abnormal: Path, inbox: Path, stop: threa
 
 
 def _serve(plan: DemoPlan, feed_normal: Path, feed_abnormal: Path) -> int:
-    from daemon.results import render
-    from daemon.service import Daemon, install_signal_handlers
-    from daemon.store import Query
+    from daemon.cli.results import render
+    from daemon.db.store import Query
+    from daemon.run.service import Daemon, install_signal_handlers
 
     config = load_config(plan.config)
     setup_logging("INFO")

@@ -19,16 +19,17 @@ from types import FrameType
 
 from loguru import logger
 
-from daemon.arrivals import Arrivals
 from daemon.config import Config, load_config
+from daemon.db.migrate import upgrade
+from daemon.db.store import Store, make_engine
 from daemon.errors import ConfigError
-from daemon.files import same_filesystem
-from daemon.logs import apply_log_config
-from daemon.metrics import MeteredScorer, Metrics, MetricsServer
-from daemon.migrate import upgrade
-from daemon.notify import Notifier
-from daemon.pipeline import Destinations, Pipeline
-from daemon.reload import (
+from daemon.intake.settle import Arrivals
+from daemon.intake.watcher import InboxWatcher
+from daemon.judge.fs import same_filesystem
+from daemon.judge.pipeline import Destinations, Pipeline
+from daemon.run.logs import apply_log_config
+from daemon.run.notify import Notifier
+from daemon.run.reload import (
     Fingerprint,
     ModelWatch,
     cache_dir,
@@ -37,9 +38,8 @@ from daemon.reload import (
     live_config,
     needs_restart,
 )
-from daemon.retention import Retention
-from daemon.store import Store, make_engine
-from daemon.watcher import InboxWatcher
+from daemon.run.retention import Retention
+from daemon.web.metrics import MeteredScorer, Metrics, MetricsServer
 from inspectd.errors import InspectdError, ModelError
 from inspectd.export import locate_xml
 from inspectd.scorer import Model

@@ -21,7 +21,7 @@ from pathlib import Path
 from loguru import logger
 
 from daemon.config import RetentionConfig
-from daemon.store import Store
+from daemon.db.store import Store
 
 DAY_S = 86_400.0
 

@@ -34,8 +34,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
-from daemon.arrivals import Kind
-from daemon.files import is_candidate
+from daemon.intake.settle import Kind
+from daemon.judge.fs import is_candidate
 
 EventQueue = queue.SimpleQueue[tuple[Kind, Path]]
 ObserverKind = Literal["auto", "native", "polling"]

@@ -27,10 +27,10 @@ from typing import Literal, Protocol
 
 from loguru import logger
 
-from daemon.arrivals import Arrivals, Kind, Ready
-from daemon.files import FileSignature, display_name, free_name, safe_name, signature
-from daemon.filing import RETRY_BACKOFF_S, Filer, PendingMove, backoff, claim_path
-from daemon.store import Inspection, Store, is_transient
+from daemon.db.store import Inspection, Store, is_transient
+from daemon.intake.settle import Arrivals, Kind, Ready
+from daemon.judge.filer import RETRY_BACKOFF_S, Filer, PendingMove, backoff, claim_path
+from daemon.judge.fs import FileSignature, display_name, free_name, safe_name, signature
 from inspectd.errors import InferenceFailed, ModelError, UnreadableImage
 from inspectd.hashing import sha256_of
 from inspectd.scorer import Score

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"inspectd {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from daemon import commands as daemon_commands
+    from daemon.cli import commands as daemon_commands
 
     daemon_commands.register(commands)
     for entry in sorted(entry_points(group="inspectd.commands"), key=lambda e: e.name):

@@ -23,7 +23,8 @@ from typing import Literal
 
 from loguru import logger
 
-from daemon.files import (
+from daemon.db.store import Inspection, Store, is_transient
+from daemon.judge.fs import (
     FileSignature,
     claim,
     display_name,
@@ -33,7 +34,6 @@ from daemon.files import (
     signature,
     temp_name,
 )
-from daemon.store import Inspection, Store, is_transient
 from inspectd.hashing import sha256_of
 
 Stage = Literal["claim", "move", "mark", "void"]

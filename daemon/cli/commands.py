@@ -6,11 +6,11 @@ import argparse
 import sys
 from typing import Any
 
+from daemon.cli.results import parse_since, render
 from daemon.config import load_config
+from daemon.db.store import STATUSES, Query, Store, make_engine, sqlite_file
 from daemon.errors import DatabaseNotReady
-from daemon.logs import apply_log_config
-from daemon.results import parse_since, render
-from daemon.store import STATUSES, Query, Store, make_engine, sqlite_file
+from daemon.run.logs import apply_log_config
 
 CONFIG_HELP = "path of config.yaml (default: ./config.yaml)"
 
@@ -88,7 +88,7 @@ def register(commands: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from daemon.service import run
+    from daemon.run.service import run
 
     config = load_config(args.config)
     apply_log_config(config.log)
@@ -96,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from daemon.migrate import upgrade
+    from daemon.db.migrate import upgrade
 
     config = load_config(args.config)
     before, after = upgrade(make_engine(config.database.url))
@@ -105,7 +105,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from daemon.migrate import require_head
+    from daemon.db.migrate import require_head
 
     config = load_config(args.config)
     query = Query(
@@ -125,7 +125,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_install_service(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from daemon.unit import render_unit, warnings_for
+    from daemon.cli.service_unit import render_unit, warnings_for
 
     config_file = Path(args.config).expanduser().absolute()
     config = load_config(config_file)
