@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from daemon.db.url import resolve_sqlite_url
 from daemon.errors import ConfigError
 
 DEFAULT_IGNORE = (".*", "*.part", "*.tmp", "*.crdownload", "~*")
@@ -151,17 +152,6 @@ def _resolve(config: Config, base: Path, source: Path) -> Config:
     return config.model_copy(
         update={"paths": paths, "model": model, "database": database, "log": log, "source": source}
     )
-
-
-def resolve_sqlite_url(url: str, base: Path) -> str:
-    """Make a relative ``sqlite:///rel/path.db`` absolute against ``base``; leave others alone."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or url == "sqlite:///:memory:":
-        return url
-    rest = url[len(prefix) :]
-    if rest.startswith("/"):
-        return url
-    return prefix + str(base / rest)
 
 
 def dump_defaults() -> dict[str, Any]:

@@ -9,15 +9,17 @@ import queue
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from daemon.db.engine import make_engine
 from daemon.db.migrate import upgrade
-from daemon.db.store import Store, make_engine
+from daemon.db.store import Store
 from daemon.intake.settle import Arrivals
+from daemon.judge.fs import FileSystem
 from daemon.judge.pipeline import Destinations, Pipeline, StepResult
 from inspectd.errors import UnreadableImage
 from inspectd.scorer import Score
@@ -73,6 +75,15 @@ def make_store(folders: Folders) -> Store:
     return Store(engine)
 
 
+def fs_with(**steps: Callable[..., object]) -> FileSystem:
+    """The real file system with some steps replaced (they fail, or die, where a test says)."""
+    fs = FileSystem()
+    for name, step in steps.items():
+        assert callable(getattr(fs, name)), name
+        setattr(fs, name, step)
+    return fs
+
+
 def make_pipeline(
     folders: Folders, scorer: object, store: Store | None = None, settle_s: float = 0.0, **kw: object
 ) -> Pipeline:
@@ -99,8 +110,7 @@ def settle(pipeline: Pipeline, max_steps: int = 200, skip_backoff: bool = True) 
     idle = 0
     for _ in range(max_steps):
         if skip_backoff:
-            for p in pipeline.filer.pending:
-                p.not_before = 0
+            pipeline.filer.retries.clear_waits()
         r = pipeline.step(timeout=0.01)
         if r.outcome == "idle" and not pipeline.backlog():
             idle += 1

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from daemon.intake.settle import Arrivals
-from daemon.judge.fs import FileSignature
+from daemon.intake.signature import FileSignature
 
 
 class FakeFs:
@@ -74,9 +74,14 @@ def test_vanished_file_is_dropped() -> None:
 
 
 def test_retry_delay_holds_the_file_back() -> None:
+    from daemon.judge.retry import Retries
+
     arrivals, fs = make(settle=0.0)
+    retries: Retries[Path] = Retries(clock=lambda: fs.t)
+    arrivals.held = retries.wait_s
     fs.sigs[P] = FileSignature(10, 1, 7)
-    arrivals.note(P, "retry", delay_s=2.0)
+    retries.hold(P, 2.0)
+    arrivals.note(P, "retry")
     assert arrivals.pop_ready() is None
     fs.t += 2.1
     assert arrivals.pop_ready() is not None

@@ -17,8 +17,10 @@ import pytest
 from daemon.cli import build_parser, main
 from daemon.cli.results import parse_since
 from daemon.config import load_config
+from daemon.db.engine import make_engine
 from daemon.db.migrate import head_revision
-from daemon.db.store import Inspection, Store, make_engine
+from daemon.db.models import Inspection
+from daemon.db.store import Store
 
 
 def all_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

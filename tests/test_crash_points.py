@@ -6,16 +6,26 @@ skips every ``except Exception`` just as a SIGKILL skips everything."""
 from __future__ import annotations
 
 import errno
-import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
-from daemon.judge import filer as filing
-from daemon.judge import fs as files
+from daemon.db.store import Store
+from daemon.judge.fs import FileSystem
 from tests.conftest import write_image
-from tests.hotfolder import FakeScorer, audit, make_folders, make_pipeline, make_store, offer, settle, sha
+from tests.hotfolder import (
+    FakeScorer,
+    audit,
+    fs_with,
+    make_folders,
+    make_pipeline,
+    make_store,
+    offer,
+    settle,
+    sha,
+)
 
 
 class Crash(BaseException):
@@ -43,26 +53,26 @@ def wrap_then_crash(real: Callable[..., object]) -> Callable[..., object]:
     return run
 
 
-def force_cross_device(monkeypatch: pytest.MonkeyPatch, inbox: Path) -> None:
-    real_link = os.link
+def cross_device_link(inbox: Path) -> Callable[[Path, Path], None]:
+    """``link`` as if the inbox sat on another file system than the destinations."""
 
-    def link(a: object, b: object, **kw: object) -> None:
-        if Path(str(a)).parent == inbox:
+    def link(a: Path, b: Path) -> None:
+        if a.parent == inbox:
             raise OSError(errno.EXDEV, "Invalid cross-device link")
-        real_link(a, b, **kw)  # type: ignore[arg-type]
+        FileSystem().link(a, b)
 
-    monkeypatch.setattr(files.os, "link", link)
+    return link
 
 
-CRASH_POINTS = {
+CRASH_POINTS: dict[str, Callable[[pytest.MonkeyPatch], FileSystem]] = {
     # after the row is committed, before the claim
-    "after_commit": lambda mp: mp.setattr(filing, "claim", crash_on_call()),
+    "after_commit": lambda mp: fs_with(claim=crash_on_call()),
     # claimed, not moved
-    "after_claim": lambda mp: mp.setattr(filing, "move_no_clobber", crash_on_call()),
+    "after_claim": lambda mp: fs_with(move_no_clobber=crash_on_call()),
     # hard link made, claim not yet removed (fsync #1 follows the claim, #2 the link)
-    "after_link": lambda mp: mp.setattr(files, "_fsync_dir", crash_on_call(2)),
+    "after_link": lambda mp: fs_with(fsync_dir=crash_on_call(2)),
     # moved, moved_at not set
-    "after_move": lambda mp: mp.setattr(filing.Store, "mark_moved", crash_on_call()),
+    "after_move": lambda mp: (mp.setattr(Store, "mark_moved", crash_on_call()), FileSystem())[1],
 }
 
 
@@ -75,8 +85,7 @@ def test_crash_then_restart_files_each_image_once(
     first = write_image(folders.inbox / "cam.png", seed=1)
     originals = {sha(first): "cam.png"}
     with monkeypatch.context() as mp:
-        CRASH_POINTS[point](mp)
-        pipeline = make_pipeline(folders, FakeScorer())
+        pipeline = make_pipeline(folders, FakeScorer(), fs=CRASH_POINTS[point](mp))
         offer(pipeline, first)
         with pytest.raises(Crash):
             settle(pipeline)
@@ -100,52 +109,44 @@ def test_crash_then_restart_files_each_image_once(
 
 
 @pytest.mark.parametrize("point", ["during_copy", "after_publish"])
-def test_crash_during_cross_filesystem_move_leaves_no_half_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str
-) -> None:
+def test_crash_during_cross_filesystem_move_leaves_no_half_file(tmp_path: Path, point: str) -> None:
     folders = make_folders(tmp_path)
     img = write_image(folders.inbox / "big.png", seed=3, size=256)
     originals = {sha(img): "big.png"}
-    with monkeypatch.context() as mp:
-        force_cross_device(mp, folders.inbox)
-        if point == "during_copy":
+    link = cross_device_link(folders.inbox)
+    if point == "during_copy":
 
-            def half_copy(fin: object, fout: object, *_a: object) -> None:
-                fout.write(fin.read(1000))  # type: ignore[attr-defined]
-                raise Crash
+        def half_copy(fin: BinaryIO, fout: BinaryIO) -> None:
+            fout.write(fin.read(1000))
+            raise Crash
 
-            mp.setattr(files.shutil, "copyfileobj", half_copy)
-        else:
-            mp.setattr(files, "_publish", wrap_then_crash(files._publish))
-        pipeline = make_pipeline(folders, FakeScorer())
-        offer(pipeline, img)
-        with pytest.raises(Crash):
-            settle(pipeline)
-        pipeline.store.engine.dispose()
+        fs = fs_with(link=link, copy=half_copy)
+    else:
+        fs = fs_with(link=link)
+        fs._publish = wrap_then_crash(fs._publish)  # type: ignore[method-assign]
+    pipeline = make_pipeline(folders, FakeScorer(), fs=fs)
+    offer(pipeline, img)
+    with pytest.raises(Crash):
+        settle(pipeline)
+    pipeline.store.engine.dispose()
     if point == "during_copy":  # the half copy sits under a hidden temp name, never the final one
         names = [p.name for p in folders.destination_files()]
         assert len(names) == 1 and names[0].startswith(".inspectd-"), names
-    with monkeypatch.context() as mp:
-        force_cross_device(mp, folders.inbox)
-        restarted = make_pipeline(folders, FakeScorer(), store=make_store(folders))
-        assert restarted.recover() == 1
+    restarted = make_pipeline(folders, FakeScorer(), store=make_store(folders), fs=fs_with(link=link))
+    assert restarted.recover() == 1
     assert audit(folders, originals)["lost"] == 0
     assert len(folders.destination_files()) == 1
 
 
-def test_overwritten_while_down_drops_the_old_verdict_and_judges_the_new_content(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_overwritten_while_down_drops_the_old_verdict_and_judges_the_new_content(tmp_path: Path) -> None:
     folders = make_folders(tmp_path)
     img = write_image(folders.inbox / "cam.png", seed=4)
     originals = {sha(img): "overwritten"}
-    with monkeypatch.context() as mp:
-        mp.setattr(filing, "claim", crash_on_call())
-        pipeline = make_pipeline(folders, FakeScorer())
-        offer(pipeline, img)
-        with pytest.raises(Crash):
-            settle(pipeline)
-        pipeline.store.engine.dispose()
+    pipeline = make_pipeline(folders, FakeScorer(), fs=fs_with(claim=crash_on_call()))
+    offer(pipeline, img)
+    with pytest.raises(Crash):
+        settle(pipeline)
+    pipeline.store.engine.dispose()
     write_image(folders.inbox / "cam.png", seed=5)  # the camera overwrote it while we were down
     restarted = make_pipeline(folders, FakeScorer(), store=make_store(folders))
     restarted.recover()

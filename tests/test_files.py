@@ -4,13 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from daemon.judge import fs as files
-from daemon.judge.fs import display_name, free_name, is_candidate, move_no_clobber, same_filesystem, signature
+from daemon.intake.names import is_candidate
+from daemon.intake.signature import signature
+from daemon.judge.fs import FileSystem, same_filesystem
+from daemon.judge.names import display_name, free_name
 from inspectd.reading import open_regular
-from tests.hotfolder import tmpfs
+from tests.hotfolder import fs_with, tmpfs
 
 EXT = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 IGNORE = (".*", "*.part", "*.tmp", "~*")
+move_no_clobber = FileSystem().move_no_clobber
 
 
 @pytest.mark.parametrize(
@@ -62,15 +65,13 @@ def test_move_finishes_after_crash_between_link_and_unlink(tmp_path: Path) -> No
     assert not src.exists() and dst.read_bytes() == b"x"
 
 
-def test_cross_filesystem_move_copies_then_publishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_link = os.link
-
-    def no_cross_link(a: object, b: object, **kw: object) -> None:
-        if Path(str(a)).parent == tmp_path:  # the inbox -> destination hop crosses "devices"
+def test_cross_filesystem_move_copies_then_publishes(tmp_path: Path) -> None:
+    def no_cross_link(a: Path, b: Path) -> None:
+        if a.parent == tmp_path:  # the inbox -> destination hop crosses "devices"
             raise OSError(errno.EXDEV, "Invalid cross-device link")
-        real_link(a, b, **kw)  # type: ignore[arg-type]
+        FileSystem().link(a, b)
 
-    monkeypatch.setattr(files.os, "link", no_cross_link)
+    move_no_clobber = fs_with(link=no_cross_link).move_no_clobber
     src = tmp_path / "a.png"
     src.write_bytes(b"payload" * 1000)
     dst_dir = tmp_path / "dest"

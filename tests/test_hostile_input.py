@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from daemon.db.store import Inspection
+from daemon.db.models import Inspection
 from inspectd.scorer import Model
 from tests.conftest import write_image
 from tests.hotfolder import make_folders, make_pipeline, offer, settle
@@ -176,24 +176,20 @@ def test_memory_guard_rejects_before_decoding(tmp_path: Path, tiny_model: Path) 
     assert result.final_path is not None and result.final_path.parent == folders.dests.quarantine
 
 
-def test_unreadable_file_is_quarantined_with_the_reason(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_unreadable_file_is_quarantined_with_the_reason(tmp_path: Path) -> None:
     """A file the daemon may not read (uploader's umask 0077; root cannot show this with chmod)."""
-    from daemon.judge import pipeline as pipeline_mod
-    from tests.hotfolder import FakeScorer
+    from daemon.judge.fs import FileSystem
+    from tests.hotfolder import FakeScorer, fs_with
 
     folders = make_folders(tmp_path)
     locked = write_image(folders.inbox / "locked.png", seed=12)
-    real_sha = pipeline_mod.sha256_of
 
     def sha_or_denied(path: Path) -> str:
         if path.name == "locked.png":
             raise PermissionError(13, "Permission denied", str(path))
-        return real_sha(path)
+        return FileSystem().sha256(path)
 
-    monkeypatch.setattr(pipeline_mod, "sha256_of", sha_or_denied)
-    pipeline = make_pipeline(folders, FakeScorer())
+    pipeline = make_pipeline(folders, FakeScorer(), fs=fs_with(sha256=sha_or_denied))
     offer(pipeline, locked)
     (result,) = settle(pipeline)
     assert result.outcome == "quarantined"

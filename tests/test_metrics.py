@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from daemon.config import Config
-from daemon.db.store import Inspection
+from daemon.db.models import Inspection
 from daemon.run.service import Daemon
 from daemon.web.metrics import Metrics
 from inspectd.scorer import Score

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from daemon.db.engine import make_engine
 from daemon.db.migrate import upgrade
-from daemon.db.store import Inspection, Store, make_engine
+from daemon.db.models import Inspection
+from daemon.db.store import Store
 from daemon.intake.settle import Arrivals
 from daemon.judge.pipeline import Destinations, Pipeline
 from inspectd.scorer import Model
@@ -127,7 +129,7 @@ def test_unwritable_destination_is_retried_and_nothing_is_lost(tmp_path: Path, m
     (tmp_path / "rejected").unlink()
     (tmp_path / "rejected").mkdir()
     for _ in range(100):
-        pipeline.filer.pending[0].not_before = 0  # skip the back-off wait in the test
+        pipeline.filer.retries.clear_waits()  # skip the back-off wait in the test
         if pipeline.step(timeout=0.01).outcome == "rejected":
             break
     assert (tmp_path / "rejected" / "y.png").exists() and not img.exists()

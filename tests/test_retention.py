@@ -11,8 +11,10 @@ import pytest
 from sqlalchemy import select
 
 from daemon.config import RetentionConfig
+from daemon.db.engine import make_engine
 from daemon.db.migrate import upgrade
-from daemon.db.store import Inspection, Store, make_engine
+from daemon.db.models import Inspection
+from daemon.db.store import Store
 from daemon.run.retention import Retention
 
 pytestmark = pytest.mark.timeout(60)

@@ -51,8 +51,8 @@ def impatient_store(db: Path) -> Store:
 
 
 def make_store_at(db: Path) -> Store:
+    from daemon.db.engine import make_engine
     from daemon.db.migrate import upgrade
-    from daemon.db.store import make_engine
 
     engine = make_engine(f"sqlite:///{db}")
     upgrade(engine)
@@ -206,9 +206,9 @@ def test_read_only_destination_is_retried_until_writable(tmp_path: Path) -> None
             pipeline = make_pipeline(folders, FakeScorer(), threshold=0.0)
             offer(pipeline, img)
             pipeline.step(timeout=0.01)
-            pipeline.filer.pending[0].not_before = 0
+            pipeline.filer.retries.clear_waits()
             assert pipeline.step(timeout=0.01).outcome == "deferred"
-            assert pipeline.filer.pending[0].attempts == 2
+            assert pipeline.filer.retries.attempts(pipeline.filer.pending[0].row_id) == 2
         finally:
             subprocess.run(["mount", "-o", "remount,rw", str(dest)], check=True, timeout=20)
         settle(pipeline)

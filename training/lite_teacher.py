@@ -23,7 +23,8 @@ from training.lite import LiteWeights, lite_features, tf_scale
 
 OUT_CHANNELS = 384  # EfficientAD's teacher width
 LAYER_DIM = 1024  # the paper's per-layer pooling width
-STAGES = (2, 3)  # timm feature indices of strides 8 and 16
+STAGES = (2, 3)  # timm feature indices of strides 8 and 16 (1: stride 4)
+GRID_STRIDE = 8  # the output grid: stride 8 of the doubled input, i.e. one cell per 4 input pixels
 PATCH = 3
 PDN_BORDER = 4  # cells an unpadded PDN loses on each side against the padded 64x64 grid
 
@@ -55,15 +56,13 @@ def student_grid(size: int) -> int:
 class LiteFeatures(nn.Module):
     """Pretrained EfficientNet-Lite features as a 384-channel map at 1/4 of the input size."""
 
-    def __init__(self, weights: LiteWeights) -> None:
+    def __init__(self, weights: LiteWeights, stages: tuple[int, ...] = STAGES) -> None:
         super().__init__()
-        self.body = lite_features(weights, STAGES)
+        self.stages = stages
+        self.body = lite_features(weights, stages)
         channels = tuple(self.body.feature_info.channels())  # type: ignore[union-attr, operator]
-        w8, w16 = aggregator_weights(channels)
-        self.project8: torch.Tensor
-        self.project16: torch.Tensor
-        self.register_buffer("project8", w8)
-        self.register_buffer("project16", w16)
+        for index, weight in enumerate(aggregator_weights(channels)):
+            self.register_buffer(f"project{index}", weight)
         self.train(False)
 
     def train(self, mode: bool = True) -> LiteFeatures:
@@ -76,11 +75,14 @@ class LiteFeatures(nn.Module):
         single = images.dim() == 3
         x = images.unsqueeze(0) if single else images
         x = functional.interpolate(tf_scale(x), scale_factor=2.0, mode="bilinear", align_corners=False)
-        f8, f16 = self.body(x)
-        z16 = functional.conv2d(f16, self.project16, padding=1)
-        out = functional.conv2d(f8, self.project8, padding=1) + functional.interpolate(
-            z16, size=f8.shape[-2:], mode="bilinear", align_corners=False
-        )
+        grid = (-(-x.shape[-2] // GRID_STRIDE), -(-x.shape[-1] // GRID_STRIDE))  # TF "same": ceil
+        out = None
+        for index, features in enumerate(self.body(x)):
+            z = functional.conv2d(features, getattr(self, f"project{index}"), padding=1)
+            if z.shape[-2:] != grid:
+                z = functional.interpolate(z, size=grid, mode="bilinear", align_corners=False)
+            out = z if out is None else out + z
+        assert out is not None
         return out.squeeze(0) if single else out
 
 

@@ -8,7 +8,10 @@ from typing import Any
 
 from daemon.cli.results import parse_since, render
 from daemon.config import load_config
-from daemon.db.store import STATUSES, Query, Store, make_engine, sqlite_file
+from daemon.db.engine import make_engine
+from daemon.db.models import STATUSES
+from daemon.db.store import Query, Store
+from daemon.db.url import sqlite_file
 from daemon.errors import DatabaseNotReady
 from daemon.run.logs import apply_log_config
 

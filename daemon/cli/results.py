@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from daemon.db.store import Inspection
+from daemon.db.models import Inspection
 from inspectd.errors import InspectdError
 
 COLUMNS = (

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from daemon.config import Config
+from daemon.db.url import sqlite_file
 
 STATE_DIR = Path("/var/lib/inspectd")  # StateDirectory=inspectd
 CACHE_DIR = Path("/var/cache/inspectd")  # CacheDirectory=inspectd
@@ -95,13 +96,6 @@ WantedBy=multi-user.target
 
 def _under(path: Path, roots: tuple[Path, ...]) -> bool:
     return any(path == root or root in path.parents for root in roots)
-
-
-def sqlite_file(url: str) -> Path | None:
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or url == "sqlite:///:memory:":
-        return None
-    return Path(url[len(prefix) :])
 
 
 def writable_paths(config: Config) -> list[Path]:

@@ -1,8 +1,5 @@
-"""Results database: the ``inspections`` table, sessions, migrations and queries.
-
-SQLAlchemy keeps SQLite (default, WAL mode so readers never block the daemon) and PostgreSQL (many
-lines, one database) behind the same code. Alembic in ``migrations/`` owns the schema.
-"""
+"""The store the pipeline writes through: one transaction per result, and the queries behind
+``inspectd results`` and retention."""
 
 from __future__ import annotations
 
@@ -10,86 +7,12 @@ import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    DateTime,
-    Float,
-    Index,
-    Integer,
-    String,
-    Text,
-    create_engine,
-    delete,
-    event,
-    func,
-    select,
-)
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-STATUSES = ("accepted", "rejected", "quarantined")
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Inspection(Base):
-    """One judged (or quarantined) image; the row is committed before the file moves."""
-
-    __tablename__ = "inspections"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    filename: Mapped[str] = mapped_column(String(1024))
-    source_path: Mapped[str] = mapped_column(Text)
-    final_path: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16))
-    score: Mapped[float | None] = mapped_column(Float, nullable=True)
-    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
-    model_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    decided_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    moved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    inference_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
-
-    __table_args__ = (
-        Index("ix_inspections_decided_at", "decided_at"),
-        Index("ix_inspections_status", "status"),
-    )
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The database file of a file-backed SQLite URL, else None."""
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        return Path(url.removeprefix("sqlite:///"))
-    return None
-
-
-def make_engine(url: str) -> Engine:
-    """An engine; for SQLite, WAL journal and a busy timeout so a reader never stalls a write."""
-    if (path := sqlite_file(url)) is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, pool_pre_ping=True)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+from daemon.db.models import Inspection
 
 
 @dataclass(frozen=True)
@@ -163,8 +86,3 @@ class Store:
     def count(self) -> int:
         with self.session() as session:
             return int(session.scalar(select(func.count(Inspection.id))) or 0)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Database errors worth retrying (locked, connection dropped) rather than failing a file."""
-    return isinstance(exc, OperationalError)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from daemon.judge.fs import FileSignature, signature
+from daemon.intake.signature import FileSignature, signature
 
 # "changed": the pipeline saw the file change while judging it; "retry": back-off, nothing else.
 Kind = Literal["created", "modified", "closed", "moved", "scan", "retry", "changed"]
@@ -31,7 +31,6 @@ class _Tracked:
     sig: FileSignature | None
     sig_since: float
     closed_sig: FileSignature | None = None
-    not_before: float = 0.0
     writing: bool = False  # written (modified event) and not closed since
 
 
@@ -59,6 +58,9 @@ class Arrivals:
         self._wall = wall
         self._tracked: dict[Path, _Tracked] = {}
         self._closes_seen = expect_close  # the observer reports close-after-write
+        # Seconds a file is still held back by its retries (``daemon.judge.retry``): set by the
+        # pipeline, which owns the back-off; a held file is not ready however settled it is.
+        self.held: Callable[[Path], float] = lambda path: 0.0
 
     def __len__(self) -> int:
         return len(self._tracked)
@@ -66,7 +68,7 @@ class Arrivals:
     def __contains__(self, path: object) -> bool:
         return path in self._tracked
 
-    def note(self, path: Path, kind: Kind, delay_s: float = 0.0) -> None:
+    def note(self, path: Path, kind: Kind) -> None:
         now = self._clock()
         entry = self._tracked.get(path)
         if entry is None:
@@ -80,8 +82,6 @@ class Arrivals:
         elif kind in ("created", "modified", "changed"):
             entry.closed_sig = None
             entry.writing = entry.writing or kind == "modified"
-        if delay_s:
-            entry.not_before = now + delay_s
 
     def forget(self, path: Path) -> None:
         self._tracked.pop(path, None)
@@ -90,7 +90,7 @@ class Arrivals:
         """The oldest complete file, removed from tracking; vanished files are dropped silently."""
         now = self._clock()
         for path, entry in list(self._tracked.items()):
-            if entry.not_before > now:
+            if self.held(path) > 0:
                 continue
             sig = self._stat(path)
             if sig is None:
@@ -110,8 +110,8 @@ class Arrivals:
             return None
         now = self._clock()
         soonest = min(
-            max(e.not_before, e.sig_since + self._settle_for(e) if e.sig else now)
-            for e in self._tracked.values()
+            max(now + self.held(path), e.sig_since + self._settle_for(e) if e.sig else now)
+            for path, e in self._tracked.items()
         )
         return max(0.0, min(soonest - now, self.settle_s or 0.05))
 

@@ -34,8 +34,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
+from daemon.intake.names import in_scope, is_candidate
 from daemon.intake.settle import Kind
-from daemon.judge.fs import is_candidate
 
 EventQueue = queue.SimpleQueue[tuple[Kind, Path]]
 ObserverKind = Literal["auto", "native", "polling"]
@@ -94,20 +94,6 @@ def choose_observer(
     if fstype in NETWORK_FS or fstype.startswith("fuse."):
         return f"polling (inbox is on {fstype})", polling
     return "native", native
-
-
-def in_scope(inbox: Path, path: Path, ignore: tuple[str, ...], recursive: bool) -> bool:
-    """True when ``path``'s folder is watched: the inbox itself or, if recursive, a non-ignored
-    sub-folder of it (``.tmp/``-style staging folders of upload tools stay ignored)."""
-    if path.parent == inbox:
-        return True
-    if not recursive:
-        return False
-    try:
-        parts = path.parent.relative_to(inbox).parts
-    except ValueError:
-        return False
-    return not any(fnmatch.fnmatchcase(part, pattern) for part in parts for pattern in ignore)
 
 
 class _Enqueue(FileSystemEventHandler):

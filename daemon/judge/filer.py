@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,27 +22,16 @@ from typing import Literal
 
 from loguru import logger
 
-from daemon.db.store import Inspection, Store, is_transient
-from daemon.judge.fs import (
-    FileSignature,
-    claim,
-    display_name,
-    free_name,
-    move_no_clobber,
-    same_entry,
-    signature,
-    temp_name,
-)
-from inspectd.hashing import sha256_of
+from daemon.db.engine import is_transient
+from daemon.db.models import Inspection
+from daemon.db.store import Store
+from daemon.intake.signature import FileSignature
+from daemon.judge.fs import FileSystem
+from daemon.judge.names import display_name, free_name, temp_name
+from daemon.judge.retry import Retries
 
 Stage = Literal["claim", "move", "mark", "void"]
 State = Literal["done", "void", "waiting"]
-RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retry number ``attempt`` (0-based), capped at 30 s."""
-    return RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
 
 
 def claim_path(source: Path, row_id: int) -> Path:
@@ -62,8 +50,6 @@ class PendingMove:
     stage: Stage
     sig: FileSignature | None = None  # what was judged (live); None when recovery checked sha256
     dst_done: bool = False  # recovery found the image at dst already
-    attempts: int = 0
-    not_before: float = 0.0
 
     @property
     def claimed(self) -> Path:
@@ -78,6 +64,11 @@ class Filer:
     now: Callable[[], dt.datetime]
     on_void: Callable[[Path], None] = lambda path: None  # the inbox name holds something new
     pending: list[PendingMove] = field(default_factory=list)
+    fs: FileSystem = field(default_factory=FileSystem)
+    retries: Retries[int] = field(init=False)  # by row id
+
+    def __post_init__(self) -> None:
+        self.retries = Retries(self.clock)
 
     def taken(self, but: PendingMove | None = None) -> frozenset[str]:
         """Final names promised to rows still on their way: no other row may pick them."""
@@ -92,11 +83,11 @@ class Filer:
         try:
             while True:
                 if p.stage == "claim":
-                    if p.sig is not None and signature(p.src) != p.sig:
+                    if p.sig is not None and self.fs.signature(p.src) != p.sig:
                         p.stage = "void"  # overwritten or removed after the verdict
                         continue
                     self._ensure_folder(p)  # a broken destination leaves the file under its name
-                    claim(p.src, p.claimed)
+                    self.fs.claim(p.src, p.claimed)
                     p.stage = "move"
                 elif p.stage == "move":
                     if p.dst_done:
@@ -120,9 +111,8 @@ class Filer:
 
     def retry_due(self) -> tuple[PendingMove, State] | None:
         """Advance the first pending move whose back-off has passed, if any."""
-        now = self.clock()
         for p in list(self.pending):
-            if p.not_before <= now:
+            if self.retries.due(p.row_id):
                 return p, self.file(p)
         return None
 
@@ -149,10 +139,10 @@ class Filer:
         self._ensure_folder(p)
         while True:
             try:
-                move_no_clobber(p.claimed, p.dst)
+                self.fs.move_no_clobber(p.claimed, p.dst)
                 return
             except FileExistsError:  # something else took the name since the verdict
-                new = free_name(p.dst.parent, p.dst.name, self.taken(but=p) | {str(p.dst)})
+                new = free_name(p.dst.parent, p.dst.name, self.taken(but=p) | {str(p.dst)}, self.fs.exists)
                 with self.store.session() as session:  # the row names it before it is there
                     row = session.get(Inspection, p.row_id)
                     if row is not None:
@@ -171,13 +161,11 @@ class Filer:
             display_name(p.src.name),
             p.status,
         )
-        if os.path.lexists(p.src):
+        if self.fs.exists(p.src):
             self.on_void(p.src)
 
     def _schedule(self, p: PendingMove, exc: BaseException) -> None:
-        delay = backoff(p.attempts)
-        p.attempts += 1
-        p.not_before = self.clock() + delay
+        attempt = self.retries.failed(p.row_id)
         if p not in self.pending:
             self.pending.append(p)
         if p.stage == "claim":
@@ -193,11 +181,12 @@ class Filer:
             display_name(what),
             exc.__class__.__name__,
             exc,
-            delay,
-            p.attempts,
+            attempt.delay_s,
+            attempt.number,
         )
 
     def _drop(self, p: PendingMove) -> None:
+        self.retries.forget(p.row_id)
         if p in self.pending:
             self.pending.remove(p)
 
@@ -208,32 +197,31 @@ class Filer:
         p = PendingMove(row.id, src, dst, row.status, "void")
         with contextlib.suppress(OSError):
             temp_name(dst).unlink(missing_ok=True)  # a cross-file-system copy cut short
-        if _holds(dst, row):
+        if self._holds(dst, row):
             p.stage, p.dst_done = "move", True
             how = "it was already filed"
-            if same_entry(src, dst):  # a version without claims crashed between link and unlink
+            if self.fs.same_entry(src, dst):  # a version without claims crashed between link and unlink
                 with contextlib.suppress(OSError):
                     src.unlink()
-        elif os.path.lexists(p.claimed):
+        elif self.fs.exists(p.claimed):
             p.stage, how = "move", "it was claimed, not yet filed"
-        elif _holds(src, row):
+        elif self._holds(src, row):
             p.stage, how = "claim", "it was still in the inbox"
         else:
             return p
         logger.info("#{} {}: finishing a move interrupted by the last stop ({})", row.id, row.filename, how)
         return p
 
-
-def _holds(path: Path, row: Inspection) -> bool:
-    """True when ``path`` is the very image ``row`` judged (same size and sha256)."""
-    sig = signature(path)
-    if sig is None or sig.size != row.size_bytes:
-        return False
-    if row.sha256 is None:  # a symlink or unreadable file: never read, matched by kind and size
-        return sig.kind != "special"
-    if sig.kind != "file":
-        return False
-    try:
-        return sha256_of(path) == row.sha256
-    except OSError:
-        return False
+    def _holds(self, path: Path, row: Inspection) -> bool:
+        """True when ``path`` is the very image ``row`` judged (same size and sha256)."""
+        sig = self.fs.signature(path)
+        if sig is None or sig.size != row.size_bytes:
+            return False
+        if row.sha256 is None:  # a symlink or unreadable file: never read, matched by kind and size
+            return sig.kind != "special"
+        if sig.kind != "file":
+            return False
+        try:
+            return self.fs.sha256(path) == row.sha256
+        except OSError:
+            return False

@@ -27,18 +27,21 @@ from typing import Literal, Protocol
 
 from loguru import logger
 
-from daemon.db.store import Inspection, Store, is_transient
+from daemon.db.engine import is_transient
+from daemon.db.models import Inspection
+from daemon.db.store import Store
 from daemon.intake.settle import Arrivals, Kind, Ready
-from daemon.judge.filer import RETRY_BACKOFF_S, Filer, PendingMove, backoff, claim_path
-from daemon.judge.fs import FileSignature, display_name, free_name, safe_name, signature
+from daemon.intake.signature import FileSignature
+from daemon.judge.filer import Filer, PendingMove
+from daemon.judge.fs import FileSystem
+from daemon.judge.names import display_name, free_name, safe_name
+from daemon.judge.retry import Retries
 from inspectd.errors import InferenceFailed, ModelError, UnreadableImage
-from inspectd.hashing import sha256_of
 from inspectd.scorer import Score
-
-__all__ = ["RETRY_BACKOFF_S", "Destinations", "Pipeline", "StepResult", "claim_path"]
 
 Outcome = Literal["accepted", "rejected", "quarantined", "idle", "vanished", "deferred", "ignored"]
 SWAPPED = (errno.ELOOP, errno.EINVAL)  # open_regular met a symlink or FIFO where a file was
+RECOVERY = "recovery"  # the retries key of the start-up recovery
 
 
 class Scorer(Protocol):
@@ -80,20 +83,22 @@ class Pipeline:
     now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.timezone.utc))
     host: str = field(default_factory=socket.gethostname)
     inbox: Path | None = None  # set it to keep sub-folders (recursive watching) in the destinations
+    fs: FileSystem = field(default_factory=FileSystem)
     filer: Filer = field(init=False)
-    _retries: dict[Path, int] = field(default_factory=dict)
+    retries: Retries[Path | str] = field(init=False)  # by inbox path, and RECOVERY
     _recovered: bool = False
-    _recover_attempts: int = 0
-    _recover_not_before: float = 0.0
     _warned: set[Path] = field(default_factory=set)
 
     def __post_init__(self) -> None:
+        self.retries = Retries(self.clock)
+        self.arrivals.held = self.retries.wait_s  # a file backing off is not ready, however settled
         self.filer = Filer(
             self.store,
             self.destinations.for_status,
             self.clock,
             self.now,
             on_void=lambda path: self.arrivals.note(path, "changed"),
+            fs=self.fs,
         )
 
     # -- the loop body -------------------------------------------------------------------------
@@ -101,10 +106,10 @@ class Pipeline:
         """Handle at most one file; wait at most ``timeout`` seconds when there is nothing to do."""
         self._drain_events(block_s=0.0)
         if not self._recovered:
-            if self.clock() >= self._recover_not_before:
+            if self.retries.due(RECOVERY):
                 self.recover()
             if not self._recovered:  # nothing new is judged before every old row is settled
-                self._drain_events(block_s=min(timeout, max(0.0, self._recover_not_before - self.clock())))
+                self._drain_events(block_s=min(timeout, self.retries.wait_s(RECOVERY)))
                 return StepResult("deferred", error="database unavailable; recovery pending")
         if self.filer.pending and (due := self.filer.retry_due()) is not None:
             p, state = due
@@ -117,7 +122,8 @@ class Pipeline:
             self._drain_events(block_s=timeout if wait is None else min(timeout, wait))
             return StepResult("idle")
         if self.filer.blocks(ready.path):
-            self.arrivals.note(ready.path, "retry", delay_s=1.0)  # judged; its move is being retried
+            self.retries.hold(ready.path, 1.0)  # judged; its move is being retried
+            self.arrivals.note(ready.path, "retry")
             return StepResult("idle")
         return self._handle(ready)
 
@@ -139,7 +145,7 @@ class Pipeline:
     # -- one file ------------------------------------------------------------------------------
     def _handle(self, ready: Ready) -> StepResult:
         path = ready.path
-        sig = signature(path)
+        sig = self.fs.signature(path)
         if sig is None:
             return StepResult("vanished", path)
         if sig.kind != "file":
@@ -147,7 +153,7 @@ class Pipeline:
         judged = self._judge(path)
         if isinstance(judged, StepResult):
             return judged
-        if signature(path) != sig:
+        if self.fs.signature(path) != sig:
             return self._changed(path)
         return self._commit(ready, sig, *judged)
 
@@ -170,7 +176,7 @@ class Pipeline:
         """(sha256, score, error) of a regular file, or what to do instead when it cannot be read."""
         digest: str | None = None
         try:
-            digest = sha256_of(path)
+            digest = self.fs.sha256(path)
             return digest, self.scorer.score(path), None
         except (UnreadableImage, InferenceFailed, PermissionError) as exc:  # quarantined with why
             why = str(exc)
@@ -199,7 +205,7 @@ class Pipeline:
             status = "rejected" if score.score >= self.threshold else "accepted"
         received_at = dt.datetime.fromtimestamp(ready.first_seen_wall, dt.timezone.utc)
         decided_at = self.now()
-        final = free_name(self._folder_for(status, path), path.name, self.filer.taken())
+        final = free_name(self._folder_for(status, path), path.name, self.filer.taken(), self.fs.exists)
         row = Inspection(
             filename=display_name(path.name),
             source_path=display_name(str(path)),
@@ -223,7 +229,7 @@ class Pipeline:
             if not is_transient(exc):
                 raise
             return self._defer(path, f"database unavailable ({exc.__class__.__name__}: {exc})")
-        self._retries.pop(path, None)
+        self.retries.forget(path)
         self._log(row)
         pending = PendingMove(row.id, path, final, status, "claim", sig=sig)
         state = self.filer.file(pending)
@@ -254,11 +260,11 @@ class Pipeline:
         return StepResult("deferred", path, error="changed while being judged")
 
     def _defer(self, path: Path, why: str) -> StepResult:
-        n = self._retries.get(path, 0)
-        self._retries[path] = n + 1
-        delay = backoff(n)
-        logger.warning("{}: {}; retrying in {:.1f} s (attempt {})", path.name, why, delay, n + 1)
-        self.arrivals.note(path, "retry", delay_s=delay)
+        attempt = self.retries.failed(path)
+        logger.warning(
+            "{}: {}; retrying in {:.1f} s (attempt {})", path.name, why, attempt.delay_s, attempt.number
+        )
+        self.arrivals.note(path, "retry")
         return StepResult("deferred", path, error=why)
 
     def _log(self, row: Inspection) -> None:
@@ -287,10 +293,9 @@ class Pipeline:
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            delay = backoff(self._recover_attempts)
-            self._recover_attempts += 1
-            self._recover_not_before = self.clock() + delay
-            logger.warning("database unavailable ({}); recovery retried in {:.1f} s", exc, delay)
+            attempt = self.retries.failed(RECOVERY)
+            logger.warning("database unavailable ({}); recovery retried in {:.1f} s", exc, attempt.delay_s)
             return 0
         self._recovered = True
+        self.retries.forget(RECOVERY)
         return done

@@ -20,8 +20,9 @@ from types import FrameType
 from loguru import logger
 
 from daemon.config import Config, load_config
+from daemon.db.engine import make_engine
 from daemon.db.migrate import upgrade
-from daemon.db.store import Store, make_engine
+from daemon.db.store import Store
 from daemon.errors import ConfigError
 from daemon.intake.settle import Arrivals
 from daemon.intake.watcher import InboxWatcher

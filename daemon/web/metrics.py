@@ -21,7 +21,7 @@ from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
-from daemon.db.store import STATUSES, Inspection
+from daemon.db.models import STATUSES, Inspection
 from daemon.errors import ConfigError
 from daemon.judge.pipeline import Scorer, StepResult
 from inspectd.errors import InferenceFailed, UnreadableImage
