@@ -2,6 +2,11 @@
 
 Relative paths (and a relative SQLite URL) are resolved against the folder that holds the config
 file, so a service started from any working directory sees the same folders.
+
+One daemon serves one or more *lines* (an inbox with its folders, model and watch rules). The
+single-line form (``paths.inbox``, ``model.path`` at the top level) is one line named
+``default``; with ``lines:`` each entry names its own and takes every key it leaves out from the
+top-level ``paths``, ``model`` and ``watch`` sections.
 """
 
 from __future__ import annotations
@@ -24,11 +29,18 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+DEFAULT_LINE = "default"
+LINE_PATHS = ("inbox", "accepted", "rejected", "quarantine")
+LINE_SECTIONS = ("paths", "model", "watch")
+LINE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 class PathsConfig(_Frozen):
-    inbox: Path
-    accepted: Path
-    rejected: Path
-    quarantine: Path
+    # A line's folders (required in the single-line form, defaults for ``lines:`` otherwise).
+    inbox: Path | None = None
+    accepted: Path | None = None
+    rejected: Path | None = None
+    quarantine: Path | None = None
     state: Path = Path("var/state")
     # OpenVINO compile cache; None = state/openvino_cache. Under systemd: CacheDirectory (/var/cache/...).
     cache: Path | None = None
@@ -39,7 +51,7 @@ class DatabaseConfig(_Frozen):
 
 
 class ModelConfig(_Frozen):
-    path: Path
+    path: Path | None = None  # required for every line
     device: str = "CPU"
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     # How often the export's files are stat()ed for a swapped-in model (0 = only on SIGHUP).
@@ -61,6 +73,26 @@ class WatchConfig(_Frozen):
         if not value:
             raise ValueError("list at least one image extension, e.g. [.jpg, .png]")
         return tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in value)
+
+
+class LinePaths(_Frozen):
+    inbox: Path
+    accepted: Path
+    rejected: Path
+    quarantine: Path
+
+
+class LineModel(ModelConfig):
+    path: Path
+
+
+class LineConfig(_Frozen):
+    """One inbox with its own folders, model, threshold and watch rules."""
+
+    name: str = Field(pattern=LINE_NAME)
+    paths: LinePaths
+    model: LineModel
+    watch: WatchConfig = WatchConfig()
 
 
 class LogConfig(_Frozen):
@@ -89,15 +121,30 @@ class LimitsConfig(_Frozen):
 
 
 class Config(_Frozen):
-    paths: PathsConfig
+    paths: PathsConfig = PathsConfig()
     database: DatabaseConfig = DatabaseConfig()
-    model: ModelConfig
+    model: ModelConfig = ModelConfig()
     watch: WatchConfig = WatchConfig()
+    lines: tuple[LineConfig, ...]
     log: LogConfig = LogConfig()
     limits: LimitsConfig = LimitsConfig()
     metrics: MetricsConfig | None = None
     retention: RetentionConfig | None = None
     source: Path = Field(default=Path("config.yaml"), exclude=True)
+
+    @property
+    def single_line(self) -> bool:
+        """True for the single-line form: the top-level sections are the one line ``default``."""
+        return self.paths.inbox is not None and len(self.lines) == 1 and self.lines[0].name == DEFAULT_LINE
+
+    @property
+    def cache_dir(self) -> Path:
+        """The OpenVINO compile cache: ``paths.cache``, else ``paths.state/openvino_cache``."""
+        return self.paths.cache or self.paths.state / "openvino_cache"
+
+    def key(self, index: int, name: str) -> str:
+        """How the user names a line's setting ``name``: ``paths.inbox`` or ``lines.2.paths.inbox``."""
+        return name if self.single_line else f"lines.{index}.{name}"
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -113,17 +160,63 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(f"{file} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{file} must hold a mapping with paths:, database:, model: sections")
+    single = "lines" not in raw
+    if single and "paths" not in raw:
+        raise ConfigError(f"{file} has 1 problem(s):\n  paths: required key is missing: add it")
     try:
-        config = Config.model_validate(raw)
+        config = Config.model_validate({**raw, "lines": _line_entries(raw)})
     except ValidationError as exc:
-        raise ConfigError(_explain(file, exc)) from None
+        raise ConfigError(_explain(file, exc, single)) from None
+    _check_lines(file, config.lines)
     return _resolve(config, file.resolve().parent, file)
 
 
-def _explain(file: Path, exc: ValidationError) -> str:
+def _line_entries(raw: dict[str, Any]) -> Any:
+    """Each line as written, with the top-level sections as its defaults (the single-line form
+    is one line named ``default`` made of the top-level sections alone)."""
+    defaults = {section: raw.get(section) or {} for section in LINE_SECTIONS}
+    defaults["paths"] = {k: v for k, v in defaults["paths"].items() if k in LINE_PATHS}
+    entries = raw.get("lines", [{"name": DEFAULT_LINE}])
+    if not isinstance(entries, list) or not entries:
+        return entries  # pydantic names the problem
+    merged = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            merged.append(entry)
+            continue
+        line = dict(entry)
+        for section in LINE_SECTIONS:
+            own = entry.get(section) or {}
+            line[section] = {**defaults[section], **own} if isinstance(own, dict) else own
+        merged.append(line)
+    return merged
+
+
+def _check_lines(file: Path, lines: tuple[LineConfig, ...]) -> None:
+    """Names unique; no folder is the inbox of one line and anything of another."""
+    problems = []
+    names = [line.name for line in lines]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"  lines: the name {name!r} is used twice; each line needs its own")
+    seen: dict[Path, str] = {}
+    for index, line in enumerate(lines):
+        for key in LINE_PATHS:
+            folder = getattr(line.paths, key)
+            other = seen.get(folder)
+            if other is not None and (key == "inbox" or other.endswith(".inbox")):
+                problems.append(f"  lines.{index}.paths.{key}: {folder} is also {other}")
+            seen.setdefault(folder, f"lines.{index}.paths.{key}")
+    if problems:
+        raise ConfigError("\n".join([f"{file} has {len(problems)} problem(s):", *problems]))
+
+
+def _explain(file: Path, exc: ValidationError, single: bool) -> str:
     lines = [f"{file} has {exc.error_count()} problem(s):"]
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = err["loc"]
+        if single and loc[:2] == ("lines", 0):  # the implicit line is the top-level sections
+            loc = loc[2:]
+        key = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             hint = "unknown key: remove it or check its spelling against the commented config.yaml"
         elif err["type"] == "missing":
@@ -146,11 +239,29 @@ def _resolve(config: Config, base: Path, source: Path) -> Config:
             if (value := getattr(config.paths, name)) is not None
         }
     )
-    model = config.model.model_copy(update={"path": absolute(config.model.path)})
+    model = config.model.model_copy(update={"path": config.model.path and absolute(config.model.path)})
+    lines = tuple(
+        line.model_copy(
+            update={
+                "paths": line.paths.model_copy(
+                    update={key: absolute(getattr(line.paths, key)) for key in LINE_PATHS}
+                ),
+                "model": line.model.model_copy(update={"path": absolute(line.model.path)}),
+            }
+        )
+        for line in config.lines
+    )
     database = config.database.model_copy(update={"url": resolve_sqlite_url(config.database.url, base)})
     log = config.log.model_copy(update={"file": config.log.file and absolute(config.log.file)})
     return config.model_copy(
-        update={"paths": paths, "model": model, "database": database, "log": log, "source": source}
+        update={
+            "paths": paths,
+            "model": model,
+            "lines": lines,
+            "database": database,
+            "log": log,
+            "source": source,
+        }
     )
 
 

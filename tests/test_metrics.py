@@ -76,7 +76,7 @@ def test_scraped_metrics_match_the_database(running: Daemon, tmp_path: Path) -> 
     for i in range(3):
         write_image(inbox / f"ok{i}.png", seed=i)
     (inbox / "torn.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # a truncated upload
-    wait_until(lambda: daemon.store.count() == 4 and daemon.pipeline.backlog() == 0, 90, "4 rows")
+    wait_until(lambda: daemon.store.count() == 4 and daemon.lines[0].pipeline.backlog() == 0, 90, "4 rows")
     time.sleep(0.6)  # one more loop round updates the backlog gauge
 
     m = scrape(url)
@@ -93,7 +93,7 @@ def test_scraped_metrics_match_the_database(running: Daemon, tmp_path: Path) -> 
     assert m[("inspectd_inbox_backlog", ())] == 0
     assert time.time() - 60 < m[("inspectd_last_success_timestamp_seconds", ())] <= time.time()
     info = [k for k in m if k[0] == "inspectd_model_info"]
-    assert info and ("model_id", daemon.model.model_id) in info[0][1]
+    assert info and ("model_id", daemon.lines[0].model.model_id) in info[0][1]
     assert get(url + "/healthz") == (200, "ok\n")
     assert get(url + "/nothing")[0] == 404
 
@@ -115,8 +115,8 @@ def test_healthz_fails_while_the_loop_is_stuck_and_recovers(running: Daemon) -> 
     assert daemon.metrics_server is not None
     url = daemon.metrics_server.url
     wait_until(lambda: get(url + "/healthz")[0] == 200, 10, "healthy")
-    hang = Hang(daemon.model.model_id)
-    daemon.pipeline.scorer = hang
+    hang = Hang(daemon.lines[0].model.model_id)
+    daemon.lines[0].pipeline.scorer = hang
     write_image(daemon.config.paths.inbox / "stuck.png", seed=5)
     try:
         wait_until(lambda: get(url + "/healthz")[0] == 503, 20, "503 while stuck")

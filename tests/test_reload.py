@@ -107,19 +107,19 @@ def test_periodic_check_swaps_a_settled_export_and_refuses_a_broken_one(
     shutil.copytree(models.a, live)
     daemon = Daemon.start(load_config(make_config(tmp_path, live)))
     try:
-        assert daemon.model.model_id == models.a_id
+        assert daemon.lines[0].model.model_id == models.a_id
         swap_in(models.b, live)
-        daemon.check_model()  # first sight of the new files: wait one period for them to settle
-        assert daemon.model.model_id == models.a_id
-        daemon.check_model()
-        assert daemon.model.model_id == models.b_id == daemon.pipeline.scorer.model_id
+        daemon.lines[0].check_model()  # first sight of the new files: wait one period for them to settle
+        assert daemon.lines[0].model.model_id == models.a_id
+        daemon.lines[0].check_model()
+        assert daemon.lines[0].model.model_id == models.b_id == daemon.lines[0].pipeline.scorer.model_id
         image = write_image(tmp_path / "probe.png", seed=3)
-        assert np.isfinite(daemon.pipeline.scorer.score(image).score)
+        assert np.isfinite(daemon.lines[0].pipeline.scorer.score(image).score)
 
         swap_in(models.broken, live)
         for _ in range(3):  # refused once, not retried while the files stay as they are
-            daemon.check_model()
-        assert daemon.model.model_id == models.b_id
+            daemon.lines[0].check_model()
+        assert daemon.lines[0].model.model_id == models.b_id
         refused = [line for line in log_lines if "refused" in line]
         assert len(refused) == 1 and f"still judging with model {models.b_id}" in refused[0]
         errors = daemon.metrics.registry.get_sample_value("inspectd_errors_total", {"kind": "reload_refused"})
@@ -135,7 +135,7 @@ def test_reload_applies_live_settings_and_names_the_rest(
     config_file = make_config(tmp_path, models.a)
     daemon = Daemon.start(load_config(config_file))
     try:
-        first_watcher = daemon.watcher
+        first_watcher = daemon.lines[0].watcher
         data = yaml.safe_load(config_file.read_text())
         data["model"]["threshold"] = 0.9
         data["paths"]["inbox"] = "another-inbox"
@@ -146,12 +146,12 @@ def test_reload_applies_live_settings_and_names_the_rest(
         data["log"] = {"level": "DEBUG"}
         config_file.write_text(yaml.safe_dump(data))
         daemon.reload()
-        assert daemon.pipeline.threshold == 0.9
+        assert daemon.lines[0].pipeline.threshold == 0.9
         assert daemon.config.paths.inbox == tmp_path / "inbox"  # kept until a restart
-        assert daemon.watcher is not first_watcher
+        assert daemon.lines[0].watcher is not first_watcher
         assert [t.name for t in threading.enumerate()].count("inspectd-rescan") == 1  # the old one stopped
         assert daemon.config.watch.extensions == (".png",) and daemon.config.watch.observer == "auto"
-        assert daemon.model.max_pixels == 4096
+        assert daemon.lines[0].model.max_pixels == 4096
         assert daemon.retention is not None and daemon.retention._thread is not None
         restart = next(line for line in log_lines if "needs restart" in line)
         assert "paths.inbox" in restart and "watch.observer" in restart
@@ -161,12 +161,12 @@ def test_reload_applies_live_settings_and_names_the_rest(
         config_file.write_text("model: [this is not: valid")
         daemon.reload()
         assert any("reload refused" in line and "not valid YAML" in line for line in log_lines)
-        assert daemon.pipeline.threshold == 0.9 and daemon.model.model_id == models.a_id
+        assert daemon.lines[0].pipeline.threshold == 0.9 and daemon.lines[0].model.model_id == models.a_id
 
         data["model"]["path"] = str(models.broken)
         config_file.write_text(yaml.safe_dump(data))
         daemon.reload()  # a config pointing at a broken model is refused as a whole
-        assert daemon.model.model_id == models.a_id and daemon.config.model.path == models.a
+        assert daemon.lines[0].model.model_id == models.a_id and daemon.config.model.path == models.a
     finally:
         daemon.close()
 

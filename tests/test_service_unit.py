@@ -129,9 +129,11 @@ def test_writable_paths_are_only_the_configured_folders(tmp_path: Path) -> None:
     )
     assert tmp_path / "inbox" in paths and tmp_path / "model" not in paths
     # Folders under a home directory: /home must be visible (read-only) for them to be reachable.
-    home_config = config.model_copy(
-        update={"paths": config.paths.model_copy(update={"inbox": Path("/home/ftp/camera1")})}
+    line = config.lines[0]
+    home_line = line.model_copy(
+        update={"paths": line.paths.model_copy(update={"inbox": Path("/home/ftp/camera1")})}
     )
+    home_config = config.model_copy(update={"lines": (home_line,)})
     unit = render_unit(home_config, config_file=tmp_path / "config.yaml", user="inspectd")
     assert directives(unit)["ProtectHome"] == ["read-only"]
     assert "-/home/ftp/camera1" in directives(unit)["ReadWritePaths"][0]

@@ -101,7 +101,9 @@ def _under(path: Path, roots: tuple[Path, ...]) -> bool:
 def writable_paths(config: Config) -> list[Path]:
     """Folders the daemon writes besides the ones systemd creates for it, outermost first."""
     p = config.paths
-    wanted: list[Path] = [p.inbox, p.accepted, p.rejected, p.quarantine, p.state]
+    wanted: list[Path] = [p.state]
+    for line in config.lines:
+        wanted += [line.paths.inbox, line.paths.accepted, line.paths.rejected, line.paths.quarantine]
     if p.cache is not None:
         wanted.append(p.cache)
     db = sqlite_file(config.database.url)
@@ -123,17 +125,18 @@ def render_unit(
 ) -> str:
     python = python or Path(sys.executable)
     paths = writable_paths(config)
-    seen = [python, config_file, config.model.path, *paths]
+    models = [line.model.path for line in config.lines]
+    seen = [python, config_file, *models, *paths]
     return TEMPLATE.format(
         python=python,
         config_file=config_file,
-        inbox=config.paths.inbox,
+        inbox=", ".join(str(line.paths.inbox) for line in config.lines),
         user=user,
         group=group or user,
         read_write_paths=" ".join(f"-{path}" for path in paths),
-        mounts=" ".join(str(path) for path in (*paths, config.model.path)),
+        mounts=" ".join(str(path) for path in (*paths, *models)),
         protect_home="read-only" if any(_under(path, HOME_ROOTS) for path in seen) else "yes",
-        private_devices="yes" if config.model.device.upper() == "CPU" else "no",
+        private_devices="yes" if all(line.model.device.upper() == "CPU" for line in config.lines) else "no",
     )
 
 

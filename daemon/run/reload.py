@@ -1,31 +1,47 @@
-"""What a reload may change while images flow, and when the model on disk has changed.
+"""SIGHUP: what a reload may change while images flow, and applying it.
 
-SIGHUP re-reads config.yaml. The model, the threshold, the watch rules, the size limit, the log
-set-up and the retention ages apply live; the folders, the database, the metrics listener and the
-observer kind (it decides whether close events can be waited for) need a restart and are logged as
-such (the running values stay). A new export swapped in by rename, or its files
-rewritten, is noticed by a cheap ``stat`` of the IR and its card every ``model.check_seconds``; it
-is loaded only once its files have stayed unchanged for one check, so a half-copied export is
-never picked up.
+The reload re-reads config.yaml. Each line's model, threshold and watch rules, the size limit, the
+log set-up and the retention ages apply live; folders, the database, the metrics listener, the set
+of lines and the observer kind (it decides whether close events can be waited for) need a restart
+and are logged as such (the running values stay). Either every live change goes in together or,
+when one cannot (a model that does not load, a log file that cannot be written), none does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from daemon.config import Config
+from loguru import logger
+
+from daemon.config import Config, LineConfig, load_config
+from daemon.db.store import Store
+from daemon.errors import ConfigError
+from daemon.run.line import Line
+from daemon.run.logs import apply_log_config
+from daemon.run.model_watch import fingerprint
+from daemon.run.notify import Notifier
+from daemon.run.retention import Retention
+from daemon.web.metrics import Metrics
 from inspectd.errors import ModelError
-from inspectd.export import card_path_for, locate_xml
+from inspectd.scorer import Model
 
 RESTART_SECTIONS = ("paths", "database", "metrics")
 RESTART_KEYS = ("watch.observer", "watch.recursive")
+LINE_RESTART = ("paths", "watch.observer", "watch.recursive")
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:
-    """Dotted names of the settings that differ, e.g. ``["model.threshold", "paths.inbox"]``."""
-    return sorted(_diff(old.model_dump(), new.model_dump(), ""))
+    """Dotted names of the settings that differ, as the user wrote them: ``model.threshold``, or
+    ``lines.<name>.model.threshold`` in the ``lines:`` form."""
+    return sorted(_diff(_as_written(old), _as_written(new), ""))
+
+
+def _as_written(config: Config) -> dict[str, Any]:
+    data = config.model_dump()
+    lines = data.pop("lines")
+    if not config.single_line:
+        data["lines"] = {line["name"]: line for line in lines}
+    return data
 
 
 def _diff(a: Any, b: Any, prefix: str) -> set[str]:
@@ -38,83 +54,139 @@ def _diff(a: Any, b: Any, prefix: str) -> set[str]:
 
 
 def needs_restart(key: str) -> bool:
-    return key.split(".", 1)[0] in RESTART_SECTIONS or key in RESTART_KEYS
+    head, _, rest = key.partition(".")
+    if head == "lines":
+        _name, _, setting = rest.partition(".")
+        return not setting or setting.startswith(LINE_RESTART)  # a line added or removed, or its folders
+    return head in RESTART_SECTIONS or key in RESTART_KEYS
 
 
 def live_config(running: Config, new: Config) -> Config:
-    """``new`` with what cannot change live kept at its running values."""
+    """``new`` with what cannot change live kept at its running values: the running lines, each
+    with its folders and observer, take their new model and watch settings."""
     kept: dict[str, object] = {section: getattr(running, section) for section in RESTART_SECTIONS}
-    kept["watch"] = new.watch.model_copy(
-        update={key.split(".", 1)[1]: getattr(running.watch, key.split(".", 1)[1]) for key in RESTART_KEYS}
-    )
+    kept["watch"] = _live_watch(running.watch, new.watch)
+    fresh = {line.name: line for line in new.lines}
+    kept["lines"] = tuple(_live_line(line, fresh.get(line.name)) for line in running.lines)
     return new.model_copy(update=kept)
 
 
-def cache_dir(config: Config) -> Path:
-    return config.paths.cache or config.paths.state / "openvino_cache"
+def _live_watch(running: Any, new: Any) -> Any:
+    return new.model_copy(
+        update={key.split(".", 1)[1]: getattr(running, key.split(".", 1)[1]) for key in RESTART_KEYS}
+    )
 
 
-@dataclass(frozen=True)
-class FileStamp:
-    path: str
-    inode: int
-    size: int
-    mtime_ns: int
+def _live_line(running: LineConfig, new: LineConfig | None) -> LineConfig:
+    if new is None:  # removed from the file: runs as before until the restart
+        return running
+    return new.model_copy(update={"paths": running.paths, "watch": _live_watch(running.watch, new.watch)})
 
 
-Fingerprint = tuple[FileStamp, ...]
+class LiveChanges:
+    """The service's reload, as a mixin: it works on the running lines and shared parts."""
 
+    config: Config
+    lines: list[Line]
+    store: Store
+    metrics: Metrics
+    notifier: Notifier
+    retention: Retention | None
 
-def fingerprint(model_path: Path) -> Fingerprint:
-    """Identity of the export's files as ``stat`` sees them; raises ModelError if incomplete."""
-    xml = locate_xml(model_path)
-    parts = [xml, xml.with_suffix(".bin")]
-    card = card_path_for(xml)
-    if card is not None:
-        parts.append(card)
-    stamps = []
-    for part in parts:
+    def status_line(self) -> str:
+        raise NotImplementedError
+
+    def reload(self) -> None:
+        """SIGHUP: apply config.yaml and changed models, or refuse both and keep running as before."""
+        logger.info("reload requested: re-reading {} and checking the models", self.config.source)
+        self.notifier.reloading()
         try:
-            st = part.stat()
-        except OSError as exc:
-            raise ModelError(f"{part}: {exc.strerror}") from None
-        stamps.append(FileStamp(str(part), st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(stamps)
+            self._reload()
+        finally:
+            self.notifier.reloaded(self.status_line())
 
-
-class ModelWatch:
-    """Decides when to try loading the export again; the loop calls ``due`` and ``candidate``."""
-
-    def __init__(self, model_path: Path, check_seconds: float, now: float) -> None:
-        self.model_path = model_path
-        self.check_seconds = check_seconds
-        self.loaded: Fingerprint | None = self._stamp()
-        self.refused: Fingerprint | None = None
-        self._seen: Fingerprint | None = self.loaded
-        self._next = now + check_seconds
-
-    def _stamp(self) -> Fingerprint | None:
+    def _reload(self) -> None:
         try:
-            return fingerprint(self.model_path)
-        except ModelError:
-            return None
+            config = load_config(self.config.source)
+        except ConfigError as exc:
+            self._refuse(f"configuration not applied: {exc}")
+            return
+        changed = changed_keys(self.config, config)
+        config = live_config(self.config, config)
+        models = self._models_for(config)
+        if models is None:
+            return
+        if config.log != self.config.log:
+            try:
+                apply_log_config(config.log)
+            except ConfigError as exc:
+                apply_log_config(self.config.log)
+                self._refuse(str(exc))
+                return
+        # Nothing below can fail: the new settings go live together.
+        for line, line_config, model in zip(self.lines, config.lines, models, strict=True):
+            line.apply(line_config, model, config.limits.max_pixels)
+        if config.retention != self.config.retention:
+            self._apply_retention(config)
+        self.config = config
+        restart = [k for k in changed if needs_restart(k)]
+        if restart:
+            logger.warning(
+                "reload: {} changed; needs restart (systemctl restart inspectd), running values kept",
+                ", ".join(restart),
+            )
+        live = [k for k in changed if not needs_restart(k)]
+        logger.info("reload: applied {}", ", ".join(live) if live else "no changed live setting")
 
-    def due(self, now: float) -> bool:
-        if self.check_seconds <= 0 or now < self._next:
-            return False
-        self._next = now + self.check_seconds
-        return True
+    def _models_for(self, config: Config) -> list[Model | None] | None:
+        """Per running line, the model its new settings need (None: keep the loaded one); None
+        when a line's config names a model that cannot be used, which refuses the whole reload."""
+        models: list[Model | None] = []
+        for line, new in zip(self.lines, config.lines, strict=True):
+            moved = (new.model.path, new.model.device) != (line.config.model.path, line.config.model.device)
+            max_pixels = config.limits.max_pixels
+            if moved:  # the config names another model: unusable means the config is refused
+                key = "model" if config.single_line else f"lines.{line.name}.model"
+                try:
+                    model = line.try_model(new, fingerprint(new.model.path), max_pixels)
+                except ModelError as exc:
+                    self._refuse(f"{key}.path: {exc}")
+                    return None
+                if model is None:
+                    self._refuse(f"{key}.path / {key}.device: that model cannot be used (see above)")
+                    return None
+                models.append(model)
+            elif (stamp := line.model_watch.candidate(force=True)) is not None:
+                models.append(line.try_model(new, stamp, max_pixels))  # refused alone; config applies
+            else:
+                models.append(None)
+        return models
 
-    def candidate(self, force: bool = False) -> Fingerprint | None:
-        """A changed, settled export worth loading now, or None. ``force`` skips the settle check."""
-        stamp = self._stamp()
-        settled = force or stamp == self._seen
-        self._seen = stamp
-        if stamp is None or stamp == self.loaded or not settled:
-            return None
-        if stamp == self.refused and not force:
-            return None  # already refused; wait for the files to change again
-        return stamp
+    def _refuse(self, why: str) -> None:
+        self.metrics.errors.labels("reload_refused").inc()
+        logger.error(
+            "reload refused: {}; still running with model(s) {} and the previous configuration",
+            why,
+            ", ".join(line.model.model_id for line in self.lines),
+        )
 
-    def retarget(self, model_path: Path) -> None:
-        self.model_path = model_path
+    def start_retention(self, config: Config) -> Retention:
+        assert config.retention is not None
+        folders = [
+            getattr(line.paths, key)
+            for line in config.lines
+            for key in ("accepted", "rejected", "quarantine")
+        ]
+        retention = Retention(self.store, sorted(set(folders)), config.retention)
+        retention.start()
+        return retention
+
+    def _apply_retention(self, config: Config) -> None:
+        if config.retention is None:
+            if self.retention is not None:
+                self.retention.stop()
+                self.retention = None
+        elif self.retention is None:
+            self.retention = self.start_retention(config)
+        else:
+            self.retention.update(config.retention)

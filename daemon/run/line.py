@@ -1,0 +1,183 @@
+"""One line: an inbox with its watcher, settle tracker, pipeline, model and model watch.
+
+The service holds the lines and what they share (the store, metrics, notifier, retention); a line
+judges its own captures with its own model and threshold, and swaps its model on its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from loguru import logger
+
+from daemon.config import LineConfig, WatchConfig
+from daemon.db.store import Store
+from daemon.errors import ConfigError
+from daemon.intake.settle import Arrivals
+from daemon.intake.watcher import InboxWatcher
+from daemon.judge.pipeline import Destinations, Pipeline, StepResult
+from daemon.run.model_watch import Fingerprint, ModelWatch
+from daemon.web.metrics import MeteredScorer, Metrics
+from inspectd.errors import ModelError
+from inspectd.scorer import Model
+
+
+def make_watcher(line: LineConfig) -> InboxWatcher:
+    return InboxWatcher(
+        line.paths.inbox,
+        extensions=line.watch.extensions,
+        ignore=line.watch.ignore,
+        rescan_seconds=line.watch.rescan_seconds,
+        observer=line.watch.observer,
+        recursive=line.watch.recursive,
+    )
+
+
+def load_model(line: LineConfig, cache_dir: Path, max_pixels: int) -> Model:
+    return Model(line.model.path, cache_dir, line.model.device, max_pixels)
+
+
+class Line:
+    def __init__(
+        self,
+        config: LineConfig,
+        *,
+        store: Store,
+        metrics: Metrics,
+        cache_dir: Path,
+        max_pixels: int,
+        key: str,
+        beat: Callable[[], None] = lambda: None,
+    ) -> None:
+        """``key`` names the line in configuration errors (``model`` or ``lines.2.model``);
+        ``beat`` tells systemd the loop is alive while a model compiles."""
+        self.config = config
+        self.metrics = metrics
+        self.cache_dir = cache_dir
+        self._beat = beat
+        try:
+            self.model = load_model(config, cache_dir, max_pixels)
+        except ModelError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+        self.model_watch = ModelWatch(config.model.path, config.model.check_seconds, time.monotonic())
+        self.watcher = make_watcher(config)
+        self.pipeline = Pipeline(
+            events=self.watcher.events,
+            arrivals=Arrivals(config.watch.settle_ms / 1000, expect_close=self.watcher.reports_close),
+            scorer=MeteredScorer(self.model, metrics),
+            store=store,
+            destinations=Destinations(config.paths.accepted, config.paths.rejected, config.paths.quarantine),
+            threshold=self.threshold_for(config, self.model),
+            inbox=config.paths.inbox,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @staticmethod
+    def threshold_for(config: LineConfig, model: Model) -> float:
+        return config.model.threshold if config.model.threshold is not None else model.card.threshold
+
+    def start(self) -> None:
+        self.watcher.start()
+        self.metrics.set_model(self.model.model_id, self.model.card.teacher, self.pipeline.threshold)
+        logger.info(
+            "line {}: watching {} ({} observer); model {} ({}), threshold {:.4f}",
+            self.name,
+            self.config.paths.inbox,
+            self.watcher.observer_name,
+            self.model.model_id,
+            self.model.card.teacher,
+            self.pipeline.threshold,
+        )
+
+    def step(self, timeout: float) -> StepResult:
+        return self.pipeline.step(timeout=timeout)
+
+    def backlog(self) -> int:
+        return self.pipeline.backlog()
+
+    def stop(self) -> None:
+        self.watcher.stop()
+
+    # -- model swaps ----------------------------------------------------------------------------------
+    def check_model(self) -> None:
+        """Periodic: load an export that changed on disk and has settled; keep the old one if broken."""
+        stamp = self.model_watch.candidate()
+        if stamp is None:
+            return
+        model = self.try_model(self.config, stamp, self.model.max_pixels)
+        if model is None:
+            return
+        if model.model_id == self.model.model_id:
+            logger.debug(
+                "line {}: model files at {} changed, same IR ({}); keeping it",
+                self.name,
+                self.config.model.path,
+                model.model_id,
+            )
+            return
+        self.swap_model(model, self.config)
+
+    def try_model(self, config: LineConfig, stamp: Fingerprint, max_pixels: int) -> Model | None:
+        """The export at ``config.model.path`` loaded, or None (logged, counted) when it is broken."""
+        self._beat()  # compiling a model can take a few seconds
+        try:
+            model = load_model(config, self.cache_dir, max_pixels)
+        except (ModelError, OSError) as exc:
+            self.model_watch.refused = stamp
+            self.metrics.errors.labels("reload_refused").inc()
+            logger.error(
+                "line {}: new model at {} refused: {}; still judging with model {}",
+                self.name,
+                config.model.path,
+                " ".join(str(exc).split()),  # OpenVINO's multi-line text, as one journal line
+                self.model.model_id,
+            )
+            return None
+        self.model_watch.loaded = stamp
+        return model
+
+    def swap_model(self, model: Model, config: LineConfig) -> None:
+        previous = self.model.model_id
+        self.model = model
+        self.pipeline.scorer = MeteredScorer(model, self.metrics)
+        self.pipeline.threshold = self.threshold_for(config, model)
+        self.metrics.set_model(model.model_id, model.card.teacher, self.pipeline.threshold)
+        self.metrics.model_loads.inc()
+        logger.info(
+            "line {}: model {} ({}) now judging, replacing {}; threshold {:.4f}",
+            self.name,
+            model.model_id,
+            model.card.teacher,
+            previous,
+            self.pipeline.threshold,
+        )
+
+    # -- live settings --------------------------------------------------------------------------------
+    def apply(self, config: LineConfig, model: Model | None, max_pixels: int) -> None:
+        """New live settings (and perhaps a model loaded for them) go live together; cannot fail."""
+        if (config.model.path, config.model.device) != (self.config.model.path, self.config.model.device):
+            self.model_watch.retarget(config.model.path)
+        if model is not None and model.model_id != self.model.model_id:
+            self.swap_model(model, config)
+        self.pipeline.threshold = self.threshold_for(config, self.model)
+        self.model.max_pixels = max_pixels
+        self.metrics.set_model(self.model.model_id, self.model.card.teacher, self.pipeline.threshold)
+        self.model_watch.check_seconds = config.model.check_seconds
+        if config.watch != self.config.watch:
+            self._apply_watch(config.watch)
+        self.config = config
+
+    def _apply_watch(self, watch: WatchConfig) -> None:
+        """New watch rules: a fresh watcher (its start-up scan re-finds waiting files); settle is live."""
+        self.pipeline.arrivals.settle_s = watch.settle_ms / 1000
+        if watch.model_copy(update={"settle_ms": 0}) == self.config.watch.model_copy(update={"settle_ms": 0}):
+            return
+        self.watcher.stop()
+        self.watcher = make_watcher(self.config.model_copy(update={"watch": watch}))
+        self.pipeline.events = self.watcher.events
+        self.watcher.start()
