@@ -26,7 +26,8 @@ from daemon.run.notify import Notifier
 from daemon.run.reload import LiveChanges
 from daemon.run.retention import Retention
 from daemon.run.startup import check_models, prepare_folders
-from daemon.web.metrics import Metrics, MetricsServer
+from daemon.web.metrics import Metrics, metrics_routes
+from daemon.web.server import WebServer
 from inspectd.errors import InspectdError
 
 IDLE_WAIT_S = 0.5  # per round when every line is idle, shared among the lines
@@ -40,7 +41,7 @@ class Daemon(LiveChanges):
     lines: list[Line]
     store: Store
     metrics: Metrics = field(default_factory=Metrics)
-    metrics_server: MetricsServer | None = None
+    metrics_server: WebServer | None = None  # the web server: /metrics, /healthz and pages
     retention: Retention | None = None
     notifier: Notifier = field(default_factory=Notifier.from_environment)
     reload_requested: threading.Event = field(default_factory=threading.Event)
@@ -79,7 +80,7 @@ class Daemon(LiveChanges):
         server = None
         if config.metrics is not None:  # bind before any thread starts: a taken port is a start-up error
             m = config.metrics
-            server = MetricsServer(metrics, m.host, m.port, m.stall_seconds)
+            server = WebServer(m.host, m.port, metrics_routes(metrics, m.stall_seconds))
         for line in lines:
             line.start()
         logger.info(

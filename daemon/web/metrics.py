@@ -1,4 +1,4 @@
-"""Prometheus metrics and a liveness check, served on ``metrics: {host, port}``.
+"""Prometheus metrics and a liveness check, two routes of the daemon's web server.
 
 Each Daemon owns its CollectorRegistry (never the process-global one), so two daemons in one test
 process do not collide. Images are counted when their row is committed (the store calls
@@ -10,20 +10,16 @@ visible even though the HTTP thread itself still answers.
 from __future__ import annotations
 
 import collections
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
 
-from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
 from daemon.db.models import STATUSES, Inspection
-from daemon.errors import ConfigError
 from daemon.judge.pipeline import Scorer, StepResult
+from daemon.web.server import Request, Response, Route
 from inspectd.errors import InferenceFailed, UnreadableImage
 from inspectd.scorer import Score
 
@@ -144,67 +140,16 @@ class MeteredScorer:
         return result
 
 
-class MetricsServer:
-    """``/metrics`` (Prometheus text format) and ``/healthz`` on one small single-threaded server."""
+def metrics_routes(metrics: Metrics, stall_seconds: float) -> dict[str, Route]:
+    """``/metrics`` in Prometheus' text format, ``/healthz`` answering 503 once the loop stalls."""
 
-    def __init__(self, metrics: Metrics, host: str, port: int, stall_seconds: float) -> None:
-        self.metrics = metrics
-        self.stall_seconds = stall_seconds
-        handler = _handler_for(self)
-        try:
-            self._server = HTTPServer((host, port), handler)
-        except OSError as exc:
-            raise ConfigError(f"metrics: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        self.host, self.port = host, int(self._server.server_address[1])
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.5},
-            name="inspectd-metrics",
-            daemon=True,
-        )
+    def prometheus(_request: Request) -> Response:
+        return Response(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    def health(_request: Request) -> Response:
+        idle = metrics.seconds_since_beat()
+        if idle > stall_seconds:
+            return Response.text(503, f"stalled: the processing loop has not gone round for {idle:.0f} s\n")
+        return Response.text(200, "ok\n")
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def health(self) -> tuple[int, str]:
-        idle = self.metrics.seconds_since_beat()
-        if idle > self.stall_seconds:
-            return 503, f"stalled: the processing loop has not gone round for {idle:.0f} s\n"
-        return 200, "ok\n"
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join(timeout)
-        self._server.server_close()
-
-
-def _handler_for(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        timeout = 5  # a client that connects and says nothing cannot hold the server
-
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._reply(200, generate_latest(server.metrics.registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                code, text = server.health()
-                self._reply(code, text.encode(), "text/plain; charset=utf-8")
-            else:
-                self._reply(404, b"try /metrics or /healthz\n", "text/plain; charset=utf-8")
-
-        def _reply(self, code: int, body: bytes, content_type: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.trace("metrics http: {}", format % args)
-
-    return Handler
+    return {"/metrics": prometheus, "/healthz": health}
