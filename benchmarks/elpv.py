@@ -31,6 +31,7 @@ from PIL import Image
 from inspectd.scorer import Model
 from training.fit import train
 from training.metrics import auroc, eer, evaluate_scores, rates_at
+from training.options import TrainOptions
 from training.score_scale import anomalib_clipped
 from training.settings import (
     DEFAULT_IMAGE_SIZE,
@@ -82,14 +83,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.monotonic()
     card = train(
-        out / "train" / "normal",
-        out / "model",
-        max_steps=args.max_steps,
-        teacher=args.teacher,
-        seed=args.seed,
-        max_minutes=args.max_minutes,
-        image_size=args.image_size,
-        learning_rate=args.learning_rate,
+        TrainOptions(
+            out / "train" / "normal",
+            out / "model",
+            max_steps=args.max_steps,
+            teacher=args.teacher,
+            seed=args.seed,
+            max_minutes=args.max_minutes,
+            image_size=args.image_size,
+            learning_rate=args.learning_rate,
+        )
     )
     train_minutes = (time.monotonic() - started) / 60
 

@@ -107,6 +107,7 @@ def say(text: str) -> None:
 
 def _train_if_needed(plan: DemoPlan, normal: Path, abnormal: Path) -> None:
     from training.fit import train
+    from training.options import TrainOptions
 
     card = plan.model / CARD_NAME
     if card.is_file() and not plan.retrain:
@@ -115,13 +116,15 @@ def _train_if_needed(plan: DemoPlan, normal: Path, abnormal: Path) -> None:
         return
     say(f"2/3 training EfficientAD-S for {plan.max_steps} steps, random teacher (offline)")
     train(
-        normal,
-        plan.model,
-        abnormal_dir=abnormal,
-        max_steps=plan.max_steps,
-        teacher="random",
-        seed=0,
-        overwrite=True,
+        TrainOptions(
+            normal,
+            plan.model,
+            abnormal_dir=abnormal,
+            max_steps=plan.max_steps,
+            teacher="random",
+            seed=0,
+            overwrite=True,
+        )
     )
 
 

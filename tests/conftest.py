@@ -28,10 +28,11 @@ def surface_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """A real EfficientAD-S export (few steps, random teacher): the daemon loads it like any other."""
     from training.fit import train
+    from training.options import TrainOptions
 
     normal, _abnormal = request.getfixturevalue("surface_set")
     out = tmp_path_factory.mktemp("model")
-    train(normal, out, max_steps=3, teacher="random", seed=0)
+    train(TrainOptions(normal, out, max_steps=3, teacher="random", seed=0))
     return out
 
 

@@ -19,6 +19,7 @@ from training.errors import TrainingError
 from training.fit import train
 from training.lite import lite_weights
 from training.lite_teacher import FrozenLiteTeacher, LiteFeatures, aggregator_weights, student_grid
+from training.options import TrainOptions
 from training.teacher import (
     OFFLINE_DEFAULT,
     Teacher,
@@ -183,7 +184,9 @@ def test_each_offline_teacher_trains_and_exports_offline(
     empty_cache: Path,
 ) -> None:
     normal, abnormal = surface_set
-    card = train(normal, tmp_path / "model", max_steps=2, teacher=choice, seed=0, keep_checkpoint=True)
+    card = train(
+        TrainOptions(normal, tmp_path / "model", max_steps=2, teacher=choice, seed=0, keep_checkpoint=True)
+    )
     expected = resolve_teacher(choice, "small", 0)
     assert card.teacher == expected.source
     assert card.teacher_provenance == expected.provenance()
@@ -221,7 +224,9 @@ def test_auto_offline_trains_with_the_offline_teacher(
     tmp_path: Path, surface_set: tuple[Path, Path], network_calls: list[str], empty_cache: Path
 ) -> None:
     warnings: list[str] = []
-    card = train(surface_set[0], tmp_path / "out", max_steps=1, teacher="auto", warn=warnings.append)
+    card = train(
+        TrainOptions(surface_set[0], tmp_path / "out", max_steps=1, teacher="auto"), warn=warnings.append
+    )
     assert network_calls  # it did try anomalib's download, and was refused
     assert card.teacher == resolve_teacher(OFFLINE_DEFAULT, "small").source
     assert any("offline teacher" in w for w in warnings)

@@ -18,10 +18,12 @@ from daemon.cli import main
 from inspectd.card import compute_model_id, read_card
 from inspectd.export import XML_IN_EXPORT
 from training.errors import TrainingError
-from training.fit import cpu_precision, train
+from training.fit import train
 from training.images import checked_images
+from training.options import TrainOptions
 from training.penalty import CLASS_NAME, build_penalty_set, check_penalty_dir, source_photos
 from training.progress import TrainingProgress
+from training.recipe import cpu_precision
 from training.synthetic import make_surface_set, surface_image
 from training.teacher import Teacher, apply_teacher, cached_teacher_path, resolve_teacher
 
@@ -92,23 +94,23 @@ def test_image_folder_checks_name_the_problem(tmp_path: Path) -> None:
 def test_train_refuses_bad_input_before_any_work(tmp_path: Path, empty_cache: Path) -> None:
     normal, _ = make_surface_set(tmp_path / "data", 4, 0, size=32)
     with pytest.raises(TrainingError, match="at least 5"):
-        train(normal, tmp_path / "out", teacher="random")
+        train(TrainOptions(normal, tmp_path / "out", teacher="random"))
     with pytest.raises(TrainingError, match="--max-steps"):
-        train(normal, tmp_path / "out", max_steps=0)
+        train(TrainOptions(normal, tmp_path / "out", max_steps=0))
     with pytest.raises(TrainingError, match="--image-size"):
-        train(normal, tmp_path / "out", image_size=128)
+        train(TrainOptions(normal, tmp_path / "out", image_size=128))
     with pytest.raises(TrainingError, match="--learning-rate"):
-        train(normal, tmp_path / "out", learning_rate=0.0)
+        train(TrainOptions(normal, tmp_path / "out", learning_rate=0.0))
     make_surface_set(tmp_path / "data", 6, 0, size=32)
     with pytest.raises(TrainingError, match="inside the image folder"):
-        train(normal, normal / "model", teacher="random")
+        train(TrainOptions(normal, normal / "model", teacher="random"))
     assert not (tmp_path / "out").exists()
     assert not empty_cache.exists()
 
 
 def test_train_will_not_replace_a_model_unasked(tiny_model: Path, surface_set: tuple[Path, Path]) -> None:
     with pytest.raises(TrainingError, match="already holds an exported model"):
-        train(surface_set[0], tiny_model, teacher="random")
+        train(TrainOptions(surface_set[0], tiny_model, teacher="random"))
 
 
 def test_cli_train_reports_an_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

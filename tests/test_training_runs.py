@@ -18,6 +18,7 @@ from inspectd.scorer import Model
 from training.data_checks import trained_on
 from training.errors import TrainingError
 from training.fit import train
+from training.options import TrainOptions
 from training.synthetic import make_surface_set
 
 
@@ -64,14 +65,16 @@ def test_offline_run_calibrates_stops_on_time_resumes_and_exports_fp16(
     out = tmp_path / "model"
     warnings: list[str] = []
     card = train(
-        normal,
-        out,
-        abnormal_dir=abnormal,
-        max_steps=4,
-        max_minutes=1e-6,  # the budget is spent after the first step
-        checkpoint_every=1,
-        export_precision="fp16",
-        teacher="random",
+        TrainOptions(
+            normal,
+            out,
+            abnormal_dir=abnormal,
+            max_steps=4,
+            max_minutes=1e-6,  # the budget is spent after the first step
+            checkpoint_every=1,
+            export_precision="fp16",
+            teacher="random",
+        ),
         warn=warnings.append,
     )
     assert any("different sizes: 64x64 (6), 80x80 (1)" in w for w in warnings)
@@ -101,16 +104,18 @@ def test_offline_run_calibrates_stops_on_time_resumes_and_exports_fp16(
     assert (out / "checkpoints" / "last.ckpt").is_file()  # stopped early: kept for --resume
 
     resumed = train(
-        normal,
-        out,
-        abnormal_dir=abnormal,
-        max_steps=3,
-        checkpoint_every=0,
-        early_stop_every=1,
-        patience=5,
-        teacher="random",
-        resume=True,
-        overwrite=True,
+        TrainOptions(
+            normal,
+            out,
+            abnormal_dir=abnormal,
+            max_steps=3,
+            checkpoint_every=0,
+            early_stop_every=1,
+            patience=5,
+            teacher="random",
+            resume=True,
+            overwrite=True,
+        ),
         warn=warnings.append,
     )
     assert (resumed.steps, resumed.extra["stopped_by"]) == (3, "max-steps")
@@ -126,7 +131,7 @@ def test_pretrained_teacher_offline_stops_before_fitting(
     tmp_path: Path, dataset: tuple[Path, Path], network_calls: list[str], empty_cache: Path
 ) -> None:
     with pytest.raises(TrainingError, match="--teacher random") as error:
-        train(dataset[0], tmp_path / "out", max_steps=1, teacher="pretrained")
+        train(TrainOptions(dataset[0], tmp_path / "out", max_steps=1, teacher="pretrained"))
     assert "offline" in str(error.value)
     assert network_calls  # it did try, and was refused
     assert not (tmp_path / "out").exists()
@@ -143,7 +148,7 @@ def test_run_options_are_checked_before_any_work(tmp_path: Path, dataset: tuple[
         ({"resume": True}, "no checkpoint"),
     ]:
         with pytest.raises(TrainingError, match=match):
-            train(normal, tmp_path / "out", teacher="random", **kwargs)
+            train(TrainOptions(normal, tmp_path / "out", teacher="random", **kwargs))
     assert not (tmp_path / "out").exists()
 
 
@@ -156,8 +161,8 @@ def test_cli_train_passes_the_new_flags(
 
     seen: dict[str, Any] = {}
 
-    def fake_train(normal: Path, output: Path, **kwargs: Any) -> ModelCard:
-        seen.update(kwargs)
+    def fake_train(options: TrainOptions) -> ModelCard:
+        seen.update(vars(options))
         return ModelCard(model_id="x", threshold=0.42, threshold_policy="target-frr=0.01")
 
     monkeypatch.setattr(training.fit, "train", fake_train)

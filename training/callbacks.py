@@ -1,4 +1,14 @@
-"""Lightning callbacks that bound a fit: a wall-clock budget and a resumable checkpoint."""
+"""Lightning callbacks that bound a fit: a wall-clock budget and a resumable checkpoint.
+
+Why not Lightning's own (read in lightning 2.x, the version anomalib 2.7 installs):
+- ``Trainer(max_time=...)`` is the ``Timer`` callback, whose ``load_state_dict`` restores the time
+  already spent from the checkpoint: ``--resume`` with the same ``--max-minutes``, which is what
+  ``inspectd train`` tells the user to run after a time stop, would stop again after one step.
+- ``ModelCheckpoint(save_last=True, every_n_train_steps=N)`` writes ``last.ckpt`` at train end only
+  when it has written nothing before (``on_train_end``: ``if self.save_last and not
+  self._last_checkpoint_saved``), so a run stopped by the budget between two saves would resume
+  from up to N - 1 steps back; ``PeriodicCheckpoint`` always saves the final step.
+"""
 
 from __future__ import annotations
 

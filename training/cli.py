@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from training.options import TrainOptions
 from training.settings import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_EARLY_STOP_EVERY,
@@ -155,6 +156,11 @@ def register(commands: Any) -> None:
         help="ONNX opset of the intermediate export (default: %(default)s)",
     )
     train.add_argument("--overwrite", action="store_true", help="replace a model already in --output")
+    train.add_argument(
+        "--keep-checkpoint",
+        action="store_true",
+        help="keep OUTPUT/checkpoints/last.ckpt after a finished run (to train on, or to analyse)",
+    )
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser(
@@ -200,9 +206,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             "models copy pretrained_teacher_<size>.pth from a connected machine and pass --teacher PATH",
             file=sys.stderr,
         )
-    card = train(
-        args.normal,
-        args.output,
+    card = train(options_from(args))
+    print(
+        f"model {card.model_id} written to {args.output} ({card.steps} steps on {card.train_images} "
+        f"images, teacher {card.teacher}, threshold {card.threshold:.4f} by {card.threshold_policy})"
+    )
+    if card.extra.get("stopped_by") == "early-stopping":
+        print(f"stopped early: the held-out AUROC stopped improving ({card.extra['early_stopping']})")
+    if card.extra.get("stopped_by") == "time-budget":
+        print("stopped by --max-minutes; continue with --resume and the same options as this run")
+    if args.abnormal:
+        print(f"check it: inspectd evaluate --model {args.output} --normal DIR --abnormal DIR")
+    return 0
+
+
+def options_from(args: argparse.Namespace) -> TrainOptions:
+    """The one place where ``inspectd train``'s flags become ``TrainOptions``."""
+    return TrainOptions(
+        normal_dir=args.normal,
+        output=args.output,
         abnormal_dir=args.abnormal,
         max_steps=args.max_steps,
         model_size=args.model_size,
@@ -215,24 +237,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         threshold_policy=args.threshold_policy,
         max_minutes=args.max_minutes,
         checkpoint_every=args.checkpoint_every,
-        early_stop_every=args.early_stop_every,
-        patience=args.patience,
         resume=args.resume,
         export_precision=args.precision,
         opset=args.opset,
+        early_stop_every=args.early_stop_every,
+        patience=args.patience,
         overwrite=args.overwrite,
+        keep_checkpoint=args.keep_checkpoint,
     )
-    print(
-        f"model {card.model_id} written to {args.output} ({card.steps} steps on {card.train_images} "
-        f"images, teacher {card.teacher}, threshold {card.threshold:.4f} by {card.threshold_policy})"
-    )
-    if card.extra.get("stopped_by") == "early-stopping":
-        print(f"stopped early: the held-out AUROC stopped improving ({card.extra['early_stopping']})")
-    if card.extra.get("stopped_by") == "time-budget":
-        print("stopped by --max-minutes; continue with --resume and the same options as this run")
-    if args.abnormal:
-        print(f"check it: inspectd evaluate --model {args.output} --normal DIR --abnormal DIR")
-    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

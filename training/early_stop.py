@@ -4,6 +4,11 @@ EfficientAD's loss keeps falling long after the separation of good from defectiv
 improving; the held-out AUROC is the number a line engineer cares about. The held-out set is
 scored with the torch model in eval mode (anomalib's validation loop would also re-fit the score
 normalisation), and the best weights are put back before the final calibration.
+
+Lightning's ``EarlyStopping`` needs the metric logged by a validation loop (anomalib's would
+re-fit the map quantiles and the threshold every time) and stops at the last weights, not the
+best; keeping the best needs ``ModelCheckpoint(monitor=...)`` and a reload from disk. This one
+callback measures, counts patience and restores the best weights from memory.
 """
 
 from __future__ import annotations
