@@ -5,7 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from daemon.store import Base, make_engine
+from daemon.db.engine import make_engine
+from daemon.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata

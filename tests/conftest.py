@@ -79,3 +79,23 @@ def config_for(tmp_path: Path, tiny_model: Path) -> Any:
         return load_config(make_config(tmp_path, tiny_model, **overrides))
 
     return build
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A running PostgreSQL server (tests/postgres.py), one per test session."""
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def pg_url(postgres: Any, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the session's server."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    return str(postgres.create_database(f"{name}_{time.monotonic_ns() % 10**8}"))

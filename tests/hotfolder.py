@@ -18,8 +18,8 @@ import pytest
 from daemon.db.engine import make_engine
 from daemon.db.migrate import upgrade
 from daemon.db.store import Store
+from daemon.fs import FileSystem
 from daemon.intake.settle import Arrivals
-from daemon.judge.fs import FileSystem
 from daemon.judge.pipeline import Destinations, Pipeline, StepResult
 from inspectd.errors import UnreadableImage
 from inspectd.scorer import Score

@@ -1,7 +1,7 @@
 from pathlib import Path
 
+from daemon.fs import FileSignature
 from daemon.intake.settle import Arrivals
-from daemon.intake.signature import FileSignature
 
 
 class FakeFs:
@@ -74,7 +74,7 @@ def test_vanished_file_is_dropped() -> None:
 
 
 def test_retry_delay_holds_the_file_back() -> None:
-    from daemon.judge.retry import Retries
+    from daemon.retry import Retries
 
     arrivals, fs = make(settle=0.0)
     retries: Retries[Path] = Retries(clock=lambda: fs.t)

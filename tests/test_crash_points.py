@@ -13,7 +13,7 @@ from typing import BinaryIO
 import pytest
 
 from daemon.db.store import Store
-from daemon.judge.fs import FileSystem
+from daemon.fs import FileSystem
 from tests.conftest import write_image
 from tests.hotfolder import (
     FakeScorer,
@@ -57,7 +57,7 @@ def cross_device_link(inbox: Path) -> Callable[[Path, Path], None]:
     """``link`` as if the inbox sat on another file system than the destinations."""
 
     def link(a: Path, b: Path) -> None:
-        if a.parent == inbox:
+        if a.is_relative_to(inbox):  # from the inbox's claims folder
             raise OSError(errno.EXDEV, "Invalid cross-device link")
         FileSystem().link(a, b)
 
@@ -65,10 +65,12 @@ def cross_device_link(inbox: Path) -> Callable[[Path, Path], None]:
 
 
 CRASH_POINTS: dict[str, Callable[[pytest.MonkeyPatch], FileSystem]] = {
-    # after the row is committed, before the claim
-    "after_commit": lambda mp: fs_with(claim=crash_on_call()),
-    # claimed, not moved
-    "after_claim": lambda mp: fs_with(move_no_clobber=crash_on_call()),
+    # complete in the inbox, not claimed yet
+    "before_claim": lambda mp: fs_with(claim=crash_on_call()),
+    # claimed, no row yet
+    "after_claim": lambda mp: (mp.setattr(Store, "record", crash_on_call()), FileSystem())[1],
+    # the row is committed, the image not moved
+    "after_commit": lambda mp: fs_with(move_no_clobber=crash_on_call()),
     # hard link made, claim not yet removed (fsync #1 follows the claim, #2 the link)
     "after_link": lambda mp: fs_with(fsync_dir=crash_on_call(2)),
     # moved, moved_at not set
@@ -157,9 +159,12 @@ def test_overwritten_while_down_drops_the_old_verdict_and_judges_the_new_content
     assert sha(folders.destination_files()[0]) not in originals  # the overwritten version is gone
 
 
-def test_overwritten_between_verdict_and_claim_is_judged_again(tmp_path: Path) -> None:
+def test_same_name_written_again_right_after_the_verdict_is_a_second_capture(tmp_path: Path) -> None:
+    """The first capture was claimed on arrival, so the name was free: the camera's next capture
+    under it is a new image, judged on its own; nothing is voided, nothing lost."""
     folders = make_folders(tmp_path)
     img = write_image(folders.inbox / "cam.png", seed=6)
+    originals = {sha(img): "cam.png v1"}
     scorer = FakeScorer()
     pipeline = make_pipeline(folders, scorer)
     real_record = pipeline.store.record
@@ -169,14 +174,20 @@ def test_overwritten_between_verdict_and_claim_is_judged_again(tmp_path: Path) -
         if scorer.calls == 1:
             tmp = folders.root / "v2.png"
             write_image(tmp, seed=7)
-            tmp.replace(img)  # the camera replaced the file right after the verdict
+            originals[sha(tmp)] = "cam.png v2"
+            tmp.replace(img)  # the camera wrote its next capture under the same name
+            offer(pipeline, img, kind="moved")
         return out
 
     pipeline.store.record = record_then_overwrite  # type: ignore[method-assign]
     offer(pipeline, img)
     results = settle(pipeline)
-    assert results[0].outcome == "vanished"  # first verdict voided
+    assert [r.outcome for r in results].count("vanished") == 0
     assert scorer.calls == 2
-    v2 = folders.destination_files()
-    assert len(v2) == 1
-    assert audit(folders, {sha(v2[0]): "v2"})["rows"] == 1
+    assert audit(folders, originals) == {
+        "images": 2,
+        "rows": 2,
+        "lost": 0,
+        "duplicated": 0,
+        "unknown_files": 0,
+    }

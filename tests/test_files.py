@@ -4,10 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from daemon.fs import FileSystem, same_filesystem, signature
 from daemon.intake.names import is_candidate
-from daemon.intake.signature import signature
-from daemon.judge.fs import FileSystem, same_filesystem
-from daemon.judge.names import display_name, free_name
+from daemon.names import display_name, free_name
 from inspectd.reading import open_regular
 from tests.hotfolder import fs_with, tmpfs
 

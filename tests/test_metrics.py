@@ -63,6 +63,9 @@ def running(config_for: Callable[..., Config]) -> Iterator[Daemon]:
         loop.join(30)
 
 
+LINE = (("line", "default"),)
+
+
 def db_counts(daemon: Daemon) -> dict[str, int]:
     with daemon.store.session() as s:
         return dict(s.execute(select(Inspection.status, func.count()).group_by(Inspection.status)).all())  # type: ignore[arg-type]
@@ -82,16 +85,18 @@ def test_scraped_metrics_match_the_database(running: Daemon, tmp_path: Path) -> 
     m = scrape(url)
     counts = db_counts(daemon)
     for status in ("accepted", "rejected", "quarantined"):
-        assert m[("inspectd_images_total", (("status", status),))] == counts.get(status, 0)
+        assert m[("inspectd_images_total", (("line", "default"), ("status", status)))] == counts.get(
+            status, 0
+        )
     assert counts.get("quarantined") == 1
-    assert m[("inspectd_errors_total", (("kind", "unreadable_image"),))] == 1
-    assert m[("inspectd_inference_seconds_count", ())] == 3  # the torn file never reached the model
-    assert m[("inspectd_end_to_end_seconds_count", ())] == 4
+    assert m[("inspectd_errors_total", (("kind", "unreadable_image"), ("line", "default")))] == 1
+    assert m[("inspectd_inference_seconds_count", LINE)] == 3  # the torn file never reached the model
+    assert m[("inspectd_end_to_end_seconds_count", LINE)] == 4
     with daemon.store.session() as s:
         inference_ms = s.scalar(select(func.sum(Inspection.inference_ms)))
-    assert m[("inspectd_inference_seconds_sum", ())] == pytest.approx(inference_ms / 1000, rel=1e-6)
-    assert m[("inspectd_inbox_backlog", ())] == 0
-    assert time.time() - 60 < m[("inspectd_last_success_timestamp_seconds", ())] <= time.time()
+    assert m[("inspectd_inference_seconds_sum", LINE)] == pytest.approx(inference_ms / 1000, rel=1e-6)
+    assert m[("inspectd_inbox_backlog", LINE)] == 0
+    assert time.time() - 60 < m[("inspectd_last_success_timestamp_seconds", LINE)] <= time.time()
     info = [k for k in m if k[0] == "inspectd_model_info"]
     assert info and ("model_id", daemon.lines[0].model.model_id) in info[0][1]
     assert get(url + "/healthz") == (200, "ok\n")
@@ -128,9 +133,12 @@ def test_healthz_fails_while_the_loop_is_stuck_and_recovers(running: Daemon) -> 
 
 def test_each_daemon_has_its_own_registry() -> None:
     a, b = Metrics(), Metrics()
-    a.images.labels("accepted").inc()
-    assert b.registry.get_sample_value("inspectd_images_total", {"status": "accepted"}) == 0
-    assert a.registry.get_sample_value("inspectd_images_total", {"status": "accepted"}) == 1
+    a.add_line("default")
+    b.add_line("default")
+    a.images.labels("default", "accepted").inc()
+    labels = {"line": "default", "status": "accepted"}
+    assert b.registry.get_sample_value("inspectd_images_total", labels) == 0
+    assert a.registry.get_sample_value("inspectd_images_total", labels) == 1
 
 
 def test_a_taken_port_is_a_start_up_error(config_for: Callable[..., Config]) -> None:

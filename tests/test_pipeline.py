@@ -33,7 +33,7 @@ def build(tmp_path: Path, model: Model, threshold: float) -> tuple[Pipeline, Pat
     upgrade(engine)
     store = Store(engine)
     events: queue.SimpleQueue = queue.SimpleQueue()
-    pipeline = Pipeline(events, Arrivals(0.0), model, store, dests, threshold)
+    pipeline = Pipeline(events, Arrivals(0.0), model, store, dests, threshold, inbox)
     return pipeline, inbox, store
 
 
@@ -112,7 +112,9 @@ def test_recover_finishes_a_move_interrupted_by_a_crash(tmp_path: Path, model: M
     shutil.move(tmp_path / "rejected" / "x.png", img)
     with store.session() as s:
         s.get(Inspection, 1).moved_at = None  # type: ignore[union-attr]
-    fresh = Pipeline(queue.SimpleQueue(), Arrivals(0.0), model, store, pipeline.destinations, 0.0)
+    fresh = Pipeline(
+        queue.SimpleQueue(), Arrivals(0.0), model, store, pipeline.destinations, 0.0, pipeline.inbox
+    )
     assert fresh.recover() == 1
     assert not img.exists() and (tmp_path / "rejected" / "x.png").read_bytes() == keep.read_bytes()
     assert len(rows(store)) == 1 and rows(store)[0].moved_at is not None
@@ -124,7 +126,8 @@ def test_unwritable_destination_is_retried_and_nothing_is_lost(tmp_path: Path, m
     (tmp_path / "rejected").write_text("not a folder")  # the move fails until the folder is back
     img = write_image(inbox / "y.png", seed=6)
     results = drive(pipeline, [img])
-    assert results[0].outcome == "rejected" and img.exists()
+    (waiting,) = list(inbox.rglob("*y.png"))  # nothing lost: it waits, claimed
+    assert results[0].outcome == "rejected" and waiting.exists()
     assert pipeline.backlog() == 1
     (tmp_path / "rejected").unlink()
     (tmp_path / "rejected").mkdir()
@@ -132,5 +135,5 @@ def test_unwritable_destination_is_retried_and_nothing_is_lost(tmp_path: Path, m
         pipeline.filer.retries.clear_waits()  # skip the back-off wait in the test
         if pipeline.step(timeout=0.01).outcome == "rejected":
             break
-    assert (tmp_path / "rejected" / "y.png").exists() and not img.exists()
+    assert (tmp_path / "rejected" / "y.png").exists() and not img.exists() and not waiting.exists()
     assert len(rows(store)) == 1 and rows(store)[0].moved_at is not None

@@ -122,9 +122,13 @@ def test_periodic_check_swaps_a_settled_export_and_refuses_a_broken_one(
         assert daemon.lines[0].model.model_id == models.b_id
         refused = [line for line in log_lines if "refused" in line]
         assert len(refused) == 1 and f"still judging with model {models.b_id}" in refused[0]
-        errors = daemon.metrics.registry.get_sample_value("inspectd_errors_total", {"kind": "reload_refused"})
+        errors = daemon.metrics.registry.get_sample_value(
+            "inspectd_errors_total", {"line": "default", "kind": "reload_refused"}
+        )
         assert errors == 1
-        assert daemon.metrics.registry.get_sample_value("inspectd_model_reloads_total") == 1
+        assert (
+            daemon.metrics.registry.get_sample_value("inspectd_model_reloads_total", {"line": "default"}) == 1
+        )
     finally:
         daemon.close()
 

@@ -82,6 +82,36 @@ def test_systemd_analyze_verifies_the_committed_unit(tmp_path: Path) -> None:
     assert security.returncode == 0, security.stdout[-400:]  # exposure at most 2.0 of 10 ("OK")
 
 
+COMMITTED_TEMPLATE = REPO / "systemd" / "inspectd@.service"
+
+
+def test_committed_template_is_what_install_service_writes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["install-service", "--template", "--python", str(REFERENCE_PYTHON)]) == 0
+    assert capsys.readouterr().out == COMMITTED_TEMPLATE.read_text()
+    d = directives(COMMITTED_TEMPLATE.read_text())
+    assert d["ExecStart"] == [f"{REFERENCE_PYTHON} -m daemon.cli run --config /etc/inspectd/%i.yaml"]
+    assert d["StateDirectory"] == ["inspectd/%i"] and d["ReadWritePaths"] == ["-/srv/inspectd/%i"]
+    # the example instance config keeps everything it writes where the template allows it
+    config = load_config(REPO / "systemd" / "lineA.yaml")
+    allowed = (
+        Path("/srv/inspectd/lineA"),
+        Path("/var/lib/inspectd/lineA"),
+        Path("/var/cache/inspectd/lineA"),
+    )
+    line = config.lines[0]
+    for folder in (line.paths.inbox, line.paths.accepted, line.paths.rejected, line.paths.quarantine):
+        assert any(folder.is_relative_to(root) for root in allowed), folder
+    assert config.paths.state.is_relative_to(allowed[1])
+
+
+@needs_systemd_analyze
+def test_systemd_analyze_verifies_the_template(tmp_path: Path) -> None:
+    unit = tmp_path / "inspectd@lineA.service"
+    unit.write_text(COMMITTED_TEMPLATE.read_text().replace(str(REFERENCE_PYTHON), sys.executable))
+    result = verify(unit)
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
+
+
 @needs_systemd_analyze
 def test_install_service_writes_a_unit_for_this_machine(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -85,9 +85,9 @@ def test_database_locked_by_a_writer_defers_then_judges_once(tmp_path: Path, log
     with Locker(folders.db):
         offer(pipeline, img)
         outcomes = [pipeline.step(timeout=0.01).outcome for _ in range(3)]
-        assert "deferred" in outcomes and img.exists()
+        assert "deferred" in outcomes and pipeline.backlog() == 1  # it waits, claimed
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and img.exists():
+    while time.monotonic() < deadline and pipeline.backlog():
         pipeline.step(timeout=0.1)
     assert audit(folders, originals) == {
         "images": 1,
@@ -105,30 +105,32 @@ def test_database_unreachable_at_start_holds_back_new_work_until_recovery_is_don
     """In WAL mode a reader is never blocked, so this is PostgreSQL restarting or a network blip."""
     folders = make_folders(tmp_path)
     old = write_image(folders.inbox / "old.png", seed=2)
+    originals = {sha(old): "old.png"}
     first = make_pipeline(folders, FakeScorer())
     first.filer.file = lambda p: "waiting"  # type: ignore[method-assign]  # crash after the commit
     offer(first, old)
     first.step(timeout=0.01)
     first.store.engine.dispose()
+    (claimed,) = list(folders.inbox.rglob("*old.png"))  # it waits in the claims folder
     new = write_image(folders.inbox / "new.png", seed=3)
-    originals = {sha(old): "old.png", sha(new): "new.png"}
+    originals[sha(new)] = "new.png"
 
     pipeline = make_pipeline(folders, FakeScorer())
     real_unmoved = pipeline.store.unmoved
     down = {"until": time.monotonic() + 1.0}
 
-    def unmoved() -> list:
+    def unmoved(owner: object) -> list:
         if time.monotonic() < down["until"]:
             raise OperationalError("SELECT ...", None, ConnectionRefusedError("connection refused"))
-        return real_unmoved()
+        return real_unmoved(owner)  # type: ignore[arg-type]
 
     pipeline.store.unmoved = unmoved  # type: ignore[method-assign]
     assert pipeline.recover() == 0  # does not raise: the daemon starts and waits
     offer(pipeline, new)
     assert pipeline.step(timeout=0.01).outcome == "deferred"
-    assert new.exists() and old.exists()  # nothing new judged before the old row is settled
+    assert new.exists() and claimed.exists()  # nothing new judged before the old row is settled
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (new.exists() or old.exists()):
+    while time.monotonic() < deadline and (new.exists() or claimed.exists() or pipeline.backlog()):
         pipeline.step(timeout=0.1)
     assert audit(folders, originals) == {
         "images": 2,
@@ -238,7 +240,7 @@ def test_model_briefly_unavailable_defers_instead_of_quarantining(tmp_path: Path
     offer(pipeline, img)
     deadline = time.monotonic() + 10
     outcomes = []
-    while time.monotonic() < deadline and img.exists():
+    while time.monotonic() < deadline and (img.exists() or pipeline.backlog()):
         outcomes.append(pipeline.step(timeout=0.1).outcome)
     assert outcomes.count("deferred") == 2 and "quarantined" not in outcomes
     assert audit(folders, originals)["rows"] == 1

@@ -1,19 +1,21 @@
-"""The daemon's own sub-commands: run, db, results, install-service."""
+"""The daemon's own sub-commands: run, db, results, install-service, bench."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from daemon.cli.results import parse_since, render
 from daemon.config import load_config
-from daemon.db.engine import make_engine
+from daemon.db.connect import one_line_errors, open_engine
 from daemon.db.models import STATUSES
 from daemon.db.store import Query, Store
 from daemon.db.url import sqlite_file
 from daemon.errors import DatabaseNotReady
 from daemon.run.logs import apply_log_config
+from inspectd.errors import InspectdError
 
 CONFIG_HELP = "path of config.yaml (default: ./config.yaml)"
 
@@ -58,6 +60,7 @@ def register(commands: Any) -> None:
     )
     res.add_argument("--config", default="config.yaml", help=CONFIG_HELP)
     res.add_argument("--status", choices=STATUSES, help="only rows with this status")
+    res.add_argument("--line", metavar="NAME", help="only rows of this line (config.yaml lines: name)")
     res.add_argument(
         "--since", help="only rows decided since then: ISO time (2026-11-26T08:00) or a span (30m, 12h, 7d)"
     )
@@ -87,7 +90,74 @@ def register(commands: Any) -> None:
         "--python", help="interpreter for ExecStart (default: the one running this command, i.e. its venv)"
     )
     svc.add_argument("--output", help="write the unit to this file instead of stdout")
+    svc.add_argument(
+        "--template",
+        action="store_true",
+        help="write the template unit inspectd@.service instead: one daemon per /etc/inspectd/NAME.yaml, "
+        "folders under /srv/inspectd/NAME (systemctl enable --now inspectd@NAME); --config is not read",
+    )
     svc.set_defaults(handler=cmd_install_service)
+    register_bench(commands)
+
+
+def register_bench(commands: Any) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="measure how fast this machine judges with a model: anomalib's loop, raw OpenVINO, the daemon",
+        description=(
+            "In one run and on the same IR: seed_loop_ips (anomalib's OpenVINOInferencer.predict(path) "
+            "in a loop), raw_ips (the best raw OpenVINO configuration on pre-decoded tensors), "
+            "daemon_ips (a real inspectd run draining a backlog), overhead_ms_per_image, latency "
+            "p50/p95 from a closed file to its committed row at a low rate, and the daemon's peak "
+            "RSS. Compare ratios, not absolute figures: CPUs differ by 3x."
+        ),
+    )
+    bench.add_argument(
+        "--model", required=True, type=Path, metavar="DIR", help="export folder (or model.xml)"
+    )
+    bench.add_argument(
+        "--images", type=int, default=30, metavar="N", help="images per measurement (default 30)"
+    )
+    bench.add_argument(
+        "--size", default="256x256", metavar="WxH", help="size of the generated frames (default 256x256)"
+    )
+    bench.add_argument("--format", choices=("png", "jpg"), default="png", help="file format of the frames")
+    bench.add_argument("--json", action="store_true", help="print one JSON object with the figures")
+    bench.set_defaults(handler=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from daemon.bench import bench
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise InspectdError(f"--size {args.size!r}: use WIDTHxHEIGHT, e.g. 1280x1024") from None
+    if args.images < 3 or width < 32 or height < 32:
+        raise InspectdError("--images must be at least 3 and --size at least 32x32")
+    result = bench(
+        args.model,
+        images=args.images,
+        size=(width, height),
+        fmt=args.format,
+        say=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True),
+    )
+    if args.json:
+        print(result.to_json())
+    else:
+        print(
+            f"{result.cpu}, {result.images} images of {width}x{height} {args.format}\n"
+            f"  seed loop   {result.seed_loop_ips:7.2f} images/s\n"
+            f"  raw best    {result.raw_ips:7.2f} images/s  {result.raw_config}\n"
+            f"  daemon      {result.daemon_ips:7.2f} images/s  "
+            f"({result.daemon_ips / result.raw_ips:.2f} x raw, "
+            f"{result.daemon_ips / result.seed_loop_ips:.2f} x seed loop)\n"
+            f"  overhead    {result.overhead_ms_per_image:7.1f} ms/image over raw\n"
+            f"  latency     p50 {result.latency_p50_ms:.0f} ms, p95 {result.latency_p95_ms:.0f} ms "
+            f"(inference {result.inference_ms:.0f} ms)\n"
+            f"  peak RSS    {result.peak_rss_mb:.0f} MB"
+        )
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -102,7 +172,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from daemon.db.migrate import upgrade
 
     config = load_config(args.config)
-    before, after = upgrade(make_engine(config.database.url))
+    with one_line_errors(config.database.url):
+        before, after = upgrade(open_engine(config.database.url))
     print(f"database at revision {after} (was {before or 'empty'})")
     return 0
 
@@ -115,32 +186,39 @@ def cmd_results(args: argparse.Namespace) -> int:
         status=args.status,
         since=parse_since(args.since) if args.since else None,
         limit=args.limit or None,
+        line=args.line,
     )
     url = config.database.url
     if (path := sqlite_file(url)) is not None and not path.is_file():
         raise DatabaseNotReady(f"no results database at {path} yet; `inspectd run` creates it")
-    engine = make_engine(url)
-    require_head(engine)
-    sys.stdout.write(render(Store(engine).query(query), args.format))
+    engine = open_engine(url)
+    with one_line_errors(url):
+        require_head(engine)
+        rows = Store(engine).query(query)
+    sys.stdout.write(render(rows, args.format))
     return 0
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from daemon.cli.service_unit import render_unit, warnings_for
+    from daemon.cli.service_unit import render_template_unit, render_unit, warnings_for
 
-    config_file = Path(args.config).expanduser().absolute()
-    config = load_config(config_file)
     python = Path(args.python).expanduser().absolute() if args.python else None
-    unit = render_unit(config, config_file=config_file, user=args.user, group=args.group, python=python)
-    for note in warnings_for(config, python):
-        print(f"inspectd: warning: {note}", file=sys.stderr)
+    if args.template:
+        unit = render_template_unit(user=args.user, group=args.group, python=python)
+    else:
+        config_file = Path(args.config).expanduser().absolute()
+        config = load_config(config_file)
+        unit = render_unit(config, config_file=config_file, user=args.user, group=args.group, python=python)
+        for note in warnings_for(config, python):
+            print(f"inspectd: warning: {note}", file=sys.stderr)
     if args.output:
         out = Path(args.output)
         out.write_text(unit, encoding="utf-8")
+        enable = f"{out.stem}NAME" if out.stem.endswith("@") else out.stem
         print(
-            f"wrote {out}; then: systemctl daemon-reload && systemctl enable --now {out.stem}",
+            f"wrote {out}; then: systemctl daemon-reload && systemctl enable --now {enable}",
             file=sys.stderr,
         )
     else:

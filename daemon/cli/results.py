@@ -31,8 +31,20 @@ COLUMNS = (
     "latency_ms",
     "inference_ms",
     "host",
+    "line",
+    "instance",
 )
-TABLE_COLUMNS = ("id", "decided_at", "status", "score", "threshold", "latency_ms", "filename", "error")
+TABLE_COLUMNS = (
+    "id",
+    "decided_at",
+    "status",
+    "line",
+    "score",
+    "threshold",
+    "latency_ms",
+    "filename",
+    "error",
+)
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 

@@ -14,15 +14,21 @@ from pathlib import Path
 from daemon.config import Config
 from daemon.db.url import sqlite_file
 
-STATE_DIR = Path("/var/lib/inspectd")  # StateDirectory=inspectd
-CACHE_DIR = Path("/var/cache/inspectd")  # CacheDirectory=inspectd
-LOGS_DIR = Path("/var/log/inspectd")  # LogsDirectory=inspectd
+STATE_DIR = Path("/var/lib/inspectd")  # StateDirectory={name}
+CACHE_DIR = Path("/var/cache/inspectd")  # CacheDirectory={name}
+LOGS_DIR = Path("/var/log/inspectd")  # LogsDirectory={name}
 HOME_ROOTS = (Path("/home"), Path("/root"), Path("/run/user"))
 PRIVATE_TMP_ROOTS = (Path("/tmp"), Path("/var/tmp"))  # noqa: S108 - compared against, never written
 
-TEMPLATE = """\
+HEADER = """\
 # inspectd: visual-inspection daemon. Written by `inspectd install-service`; re-run it after moving
-# the folders named in {config_file} (they are the only writable paths below).
+# the folders named in {config_file} (they are the only writable paths below)."""
+TEMPLATE_HEADER = """\
+# inspectd@NAME: one daemon per /etc/inspectd/NAME.yaml (systemctl enable --now inspectd@NAME).
+# Written by `inspectd install-service --template`. Only /srv/inspectd/NAME is writable: keep that
+# instance's inbox, destinations and SQLite database under it."""
+TEMPLATE = """\
+{header}
 [Unit]
 Description=inspectd visual inspection daemon (inbox {inbox})
 # The inbox may be an NFS/SMB mount and the database a PostgreSQL server.
@@ -49,12 +55,12 @@ RestartSec=5
 TimeoutStartSec=180
 # Longer than one inference: SIGTERM lets the current image finish (recorded and moved).
 TimeoutStopSec=60
-StateDirectory=inspectd
-CacheDirectory=inspectd
-LogsDirectory=inspectd
-WorkingDirectory=%S/inspectd
-Environment=PYTHONDONTWRITEBYTECODE=1 MPLCONFIGDIR=%C/inspectd/matplotlib
-SyslogIdentifier=inspectd
+StateDirectory={name}
+CacheDirectory={name}
+LogsDirectory={name}
+WorkingDirectory=%S/{name}
+Environment=PYTHONDONTWRITEBYTECODE=1 MPLCONFIGDIR=%C/{name}/matplotlib
+SyslogIdentifier={syslog}
 
 # Hardening: nothing but the configured folders is writable; no capabilities at all.
 NoNewPrivileges=yes
@@ -137,6 +143,36 @@ def render_unit(
         mounts=" ".join(str(path) for path in (*paths, *models)),
         protect_home="read-only" if any(_under(path, HOME_ROOTS) for path in seen) else "yes",
         private_devices="yes" if all(line.model.device.upper() == "CPU" for line in config.lines) else "no",
+        name="inspectd",
+        syslog="inspectd",
+        header=HEADER.format(config_file=config_file),
+    )
+
+
+TEMPLATE_CONFIG = "/etc/inspectd/%i.yaml"
+TEMPLATE_FOLDERS = "/srv/inspectd/%i"
+
+
+def render_template_unit(*, user: str, group: str | None = None, python: Path | None = None) -> str:
+    """``inspectd@.service``: one daemon per config file, ``systemctl enable --now inspectd@NAME``
+    runs ``/etc/inspectd/NAME.yaml``. A template cannot know each config's folders, so it makes
+    ``/srv/inspectd/NAME`` writable: keep each instance's inbox, destinations, model and (SQLite)
+    database under it. State, cache and logs get their own folders per instance, so each instance
+    has its own instance id."""
+    python = python or Path(sys.executable)
+    return TEMPLATE.format(
+        python=python,
+        config_file=TEMPLATE_CONFIG,
+        inbox=f"{TEMPLATE_FOLDERS}/inbox",
+        user=user,
+        group=group or user,
+        read_write_paths=f"-{TEMPLATE_FOLDERS}",
+        mounts=TEMPLATE_FOLDERS,
+        protect_home="yes",
+        private_devices="yes",
+        name="inspectd/%i",
+        syslog="inspectd-%i",
+        header=TEMPLATE_HEADER,
     )
 
 

@@ -37,8 +37,14 @@ class Inspection(Base):
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     inference_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    line: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
+    # The daemon that judged it (host + instance own a row) and where it waited, claimed, meanwhile.
+    instance: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claim_path: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     __table_args__ = (
         Index("ix_inspections_decided_at", "decided_at"),
         Index("ix_inspections_status", "status"),
+        Index("ix_inspections_line", "line"),
+        Index("ix_inspections_unmoved", "host", "instance", "moved_at"),
     )

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +20,19 @@ class Query:
     status: str | None = None
     since: dt.datetime | None = None
     limit: int | None = 50
+    line: str | None = None
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who may finish a row after a crash: the daemon (host + instance) and line that judged it.
+
+    Rows from before instances existed (``instance`` NULL) belong to their host.
+    """
+
+    host: str
+    instance: str
+    line: str
 
 
 class Store:
@@ -48,10 +61,22 @@ class Store:
             if row is not None:
                 row.moved_at = when
 
-    def unmoved(self) -> list[Inspection]:
-        """Rows committed whose file move may not have finished (a crash between the two)."""
+    def unmoved(self, owner: Owner) -> list[Inspection]:
+        """``owner``'s rows whose file move may not have finished (a crash between the two).
+
+        Another daemon's rows are never returned: it may be moving them right now.
+        """
         with self.session() as session:
-            stmt = select(Inspection).where(Inspection.moved_at.is_(None)).order_by(Inspection.id)
+            stmt = (
+                select(Inspection)
+                .where(
+                    Inspection.moved_at.is_(None),
+                    Inspection.host == owner.host,
+                    or_(Inspection.instance == owner.instance, Inspection.instance.is_(None)),
+                    Inspection.line == owner.line,
+                )
+                .order_by(Inspection.id)
+            )
             return list(session.scalars(stmt))
 
     def query(self, q: Query) -> Sequence[Inspection]:
@@ -60,6 +85,8 @@ class Store:
             stmt = stmt.where(Inspection.status == q.status)
         if q.since:
             stmt = stmt.where(Inspection.decided_at >= q.since)
+        if q.line:
+            stmt = stmt.where(Inspection.line == q.line)
         if q.limit:
             stmt = stmt.limit(q.limit)
         with self.session() as session:

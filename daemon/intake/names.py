@@ -6,6 +6,13 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
+CLAIMS_DIR = ".inspectd-claims"  # the daemons' own claims folders (``daemon.intake.claims``)
+
+
+def ignored_folder(name: str, ignore: tuple[str, ...]) -> bool:
+    """A sub-folder never watched: the claims folder, or one matching an ignore pattern."""
+    return name == CLAIMS_DIR or any(fnmatch.fnmatchcase(name, pattern) for pattern in ignore)
+
 
 def is_candidate(name: str, extensions: tuple[str, ...], ignore: tuple[str, ...]) -> bool:
     """True for an image name worth judging; temp names (``.x``, ``x.part`` ...) wait for a rename."""
@@ -25,4 +32,4 @@ def in_scope(inbox: Path, path: Path, ignore: tuple[str, ...], recursive: bool) 
         parts = path.parent.relative_to(inbox).parts
     except ValueError:
         return False
-    return not any(fnmatch.fnmatchcase(part, pattern) for part in parts for pattern in ignore)
+    return not any(ignored_folder(part, ignore) for part in parts)

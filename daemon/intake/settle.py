@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from daemon.intake.signature import FileSignature, signature
+from daemon.fs import FileSignature, signature
 
 # "changed": the pipeline saw the file change while judging it; "retry": back-off, nothing else.
 Kind = Literal["created", "modified", "closed", "moved", "scan", "retry", "changed"]

@@ -11,7 +11,6 @@ such as ``.*``, are skipped) and neither the observer nor the scan ever follows 
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import queue
 import sys
@@ -34,7 +33,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserverVFS
 
-from daemon.intake.names import in_scope, is_candidate
+from daemon.intake.names import ignored_folder, in_scope, is_candidate
 from daemon.intake.settle import Kind
 
 EventQueue = queue.SimpleQueue[tuple[Kind, Path]]
@@ -193,9 +192,7 @@ class InboxWatcher:
                 with os.scandir(folder) as entries:
                     for entry in entries:
                         if entry.is_dir(follow_symlinks=False):
-                            if self.recursive and not any(
-                                fnmatch.fnmatchcase(entry.name, pattern) for pattern in self.ignore
-                            ):
+                            if self.recursive and not ignored_folder(entry.name, self.ignore):
                                 folders.append(Path(entry.path))
                         elif is_candidate(entry.name, self.extensions, self.ignore):
                             self.events.put(("scan", Path(entry.path)))

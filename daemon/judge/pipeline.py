@@ -1,20 +1,23 @@
-"""Judge one inbox file per ``step()``: settle, score, record, move.
+"""Judge one claimed file per ``step()``: score, record, move.
 
-Pure orchestration: the event queue, the scorer, the store and the clock come in as constructor
-arguments, so a test can build a Pipeline on real parts and step it by hand. The runner owns the
-repetition (``while not stop.is_set(): pipeline.step()``).
+Pure orchestration: the event queue, the scorer, the store, the file system and the clock come in
+as constructor arguments, so a test can build a Pipeline on real parts and step it by hand. The
+runner owns the repetition (``while not stop.is_set(): pipeline.step()``).
 
 Per-file state machine, safe to kill at any instant:
-  inbox file  --score-->  row committed (moved_at NULL, final_path chosen, sha256 of what was judged)
-              --claim-->  hidden name beside it   --move-->  final_path   --mark-->  moved_at set
-(the last three live in ``filing``). A file that changes while it is judged is judged again once it
-settles. Before judging anything, ``recover()`` finishes every committed-but-unmoved row by looking
-at content (sha256), not names: the final file, then the claim, then the inbox name. So an image is
-never judged twice, never lost, and never filed under another image's row.
+  inbox file --complete, claim--> claims folder --score--> row committed (moved_at NULL, final_path
+  chosen, sha256 of what was judged) --move--> final_path --mark--> moved_at set
+Every step first claims every complete inbox file (a rename each: ``daemon.intake.claims``), so an
+inbox name is free for the next upload as soon as its capture is complete, however long the queue
+of captures waiting to be judged. Before claiming or judging anything, ``recover()`` finishes every
+committed-but-unmoved row of this daemon's (``daemon.judge.filer``) and queues every claimed file
+that has no row yet. So an image is never judged twice, never lost, and never filed under another
+image's row.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import errno
 import queue
@@ -29,19 +32,20 @@ from loguru import logger
 
 from daemon.db.engine import is_transient
 from daemon.db.models import Inspection
-from daemon.db.store import Store
-from daemon.intake.settle import Arrivals, Kind, Ready
-from daemon.intake.signature import FileSignature
+from daemon.db.store import Owner, Store
+from daemon.fs import FileSignature, FileSystem
+from daemon.intake.claims import Claimed, Claims
+from daemon.intake.settle import Arrivals, Kind
 from daemon.judge.filer import Filer, PendingMove
-from daemon.judge.fs import FileSystem
-from daemon.judge.names import display_name, free_name, safe_name
-from daemon.judge.retry import Retries
+from daemon.names import display_name, free_name, safe_name
+from daemon.retry import Retries
 from inspectd.errors import InferenceFailed, ModelError, UnreadableImage
 from inspectd.scorer import Score
 
 Outcome = Literal["accepted", "rejected", "quarantined", "idle", "vanished", "deferred", "ignored"]
 SWAPPED = (errno.ELOOP, errno.EINVAL)  # open_regular met a symlink or FIFO where a file was
 RECOVERY = "recovery"  # the retries key of the start-up recovery
+DEFAULT_INSTANCE = "local"
 
 
 class Scorer(Protocol):
@@ -64,7 +68,7 @@ class Destinations:
 @dataclass(frozen=True)
 class StepResult:
     outcome: Outcome
-    path: Path | None = None
+    path: Path | None = None  # the inbox path the image arrived under
     row_id: int | None = None
     score: float | None = None
     final_path: Path | None = None
@@ -79,36 +83,43 @@ class Pipeline:
     store: Store
     destinations: Destinations
     threshold: float
+    inbox: Path
     clock: Callable[[], float] = time.monotonic
     now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.timezone.utc))
     host: str = field(default_factory=socket.gethostname)
-    inbox: Path | None = None  # set it to keep sub-folders (recursive watching) in the destinations
+    instance: str = DEFAULT_INSTANCE  # with the host, the daemon that owns its rows and claims
+    line: str = "default"
     fs: FileSystem = field(default_factory=FileSystem)
+    claims: Claims = field(init=False)
     filer: Filer = field(init=False)
-    retries: Retries[Path | str] = field(init=False)  # by inbox path, and RECOVERY
+    retries: Retries[Path | str] = field(init=False)  # by inbox or claim path, and RECOVERY
+    _queue: collections.deque[Claimed] = field(default_factory=collections.deque)
+    _waiting: dict[Path, Claimed] = field(default_factory=dict)  # claimed, settling again
     _recovered: bool = False
     _warned: set[Path] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.retries = Retries(self.clock)
         self.arrivals.held = self.retries.wait_s  # a file backing off is not ready, however settled
+        self.claims = Claims(self.inbox, self.instance, self.fs)
         self.filer = Filer(
             self.store,
             self.destinations.for_status,
             self.clock,
             self.now,
-            on_void=lambda path: self.arrivals.note(path, "changed"),
+            Owner(self.host, self.instance, self.line),
             fs=self.fs,
         )
 
     # -- the loop body -------------------------------------------------------------------------
     def step(self, timeout: float = 0.5) -> StepResult:
-        """Handle at most one file; wait at most ``timeout`` seconds when there is nothing to do."""
+        """Claim what is complete, then handle at most one file; wait at most ``timeout`` seconds
+        when there is nothing to do."""
         self._drain_events(block_s=0.0)
         if not self._recovered:
             if self.retries.due(RECOVERY):
                 self.recover()
-            if not self._recovered:  # nothing new is judged before every old row is settled
+            if not self._recovered:  # nothing new is claimed before every old row is settled
                 self._drain_events(block_s=min(timeout, self.retries.wait_s(RECOVERY)))
                 return StepResult("deferred", error="database unavailable; recovery pending")
         if self.filer.pending and (due := self.filer.retry_due()) is not None:
@@ -116,19 +127,62 @@ class Pipeline:
             if state == "done":
                 return StepResult(p.status, p.src, p.row_id, final_path=p.dst)  # type: ignore[arg-type]
             return StepResult("vanished" if state == "void" else "deferred", p.src, p.row_id)
-        ready = self.arrivals.pop_ready()
-        if ready is None:
+        ignored = self.intake()
+        if ignored is not None:
+            return ignored
+        if not self._queue:
             wait = self.arrivals.next_check_in()
             self._drain_events(block_s=timeout if wait is None else min(timeout, wait))
             return StepResult("idle")
-        if self.filer.blocks(ready.path):
-            self.retries.hold(ready.path, 1.0)  # judged; its move is being retried
-            self.arrivals.note(ready.path, "retry")
-            return StepResult("idle")
-        return self._handle(ready)
+        return self._handle(self._queue.popleft())
+
+    def intake(self) -> StepResult | None:
+        """Claim every complete inbox file; a FIFO or device is reported (once) and left alone."""
+        while (ready := self.arrivals.pop_ready()) is not None:
+            path = ready.path
+            if path in self._waiting:  # a claimed file that changed while judged, settled again
+                self._queue.append(self._waiting.pop(path))
+                continue
+            sig = self.fs.signature(path)
+            if sig is None:
+                continue
+            if sig.kind == "special":
+                return self._not_a_file(path)
+            try:
+                claimed = self.claims.claim(path, ready.first_seen_wall)
+            except OSError as exc:
+                self._defer(path, f"cannot claim it ({exc})")
+                continue
+            if claimed is not None:  # None: gone, or taken by another daemon sharing the inbox
+                self._queue.append(claimed)
+        return None
+
+    def intake_if_ready(self) -> None:
+        """Between other lines' steps: take in new events and claim what is complete."""
+        if self._recovered:
+            self._drain_events(block_s=0.0)
+            self.intake()
+
+    def release(self) -> int:
+        """At a clean stop: give every claimed file that was not judged back its inbox name (when
+        that name is still free), so that it waits where the user expects and another daemon
+        sharing the inbox can take it; the others stay claimed and are judged after the restart."""
+        released = 0
+        for claimed in [*self._queue, *self._waiting.values()]:
+            try:
+                self.fs.move_no_clobber(claimed.path, claimed.source)
+            except OSError:  # the name was taken meanwhile, or its folder is gone
+                continue
+            released += 1
+        self._queue.clear()
+        self._waiting.clear()
+        if released:
+            logger.info("line {}: {} image(s) not judged yet put back into the inbox", self.line, released)
+        return released
 
     def backlog(self) -> int:
-        return len(self.arrivals) + len(self.filer.pending)
+        settling = sum(1 for path in self._waiting if path not in self.arrivals)  # else counted there
+        return len(self.arrivals) + len(self._queue) + settling + len(self.filer.pending)
 
     def _drain_events(self, block_s: float) -> None:
         try:
@@ -143,72 +197,72 @@ class Pipeline:
                 return
 
     # -- one file ------------------------------------------------------------------------------
-    def _handle(self, ready: Ready) -> StepResult:
-        path = ready.path
-        sig = self.fs.signature(path)
+    def _handle(self, claimed: Claimed) -> StepResult:
+        sig = self.fs.signature(claimed.path)
         if sig is None:
-            return StepResult("vanished", path)
+            return StepResult("vanished", claimed.source)
+        if sig.kind == "symlink":
+            return self._quarantine_link(claimed, sig)
         if sig.kind != "file":
-            return self._not_a_file(ready, sig)
-        judged = self._judge(path)
+            return self._not_a_file(claimed.path)
+        judged = self._judge(claimed)
         if isinstance(judged, StepResult):
             return judged
-        if self.fs.signature(path) != sig:
-            return self._changed(path)
-        return self._commit(ready, sig, *judged)
+        if self.fs.signature(claimed.path) != sig:
+            return self._changed(claimed)
+        return self._commit(claimed, sig, *judged)
 
-    def _not_a_file(self, ready: Ready, sig: FileSignature) -> StepResult:
-        """A symlink is quarantined, as the link itself, never read; a FIFO or device is left alone."""
-        path = ready.path
-        if sig.kind == "symlink":
-            try:
-                target = display_name(str(path.readlink()))
-            except OSError:
-                return StepResult("vanished", path)
-            why = f"symbolic link to {target!r}: not followed, inspectd reads only real files"
-            return self._commit(ready, sig, None, None, why)
+    def _quarantine_link(self, claimed: Claimed, sig: FileSignature) -> StepResult:
+        """A symlink is quarantined as the link itself, never read."""
+        try:
+            target = display_name(str(claimed.path.readlink()))
+        except OSError:
+            return StepResult("vanished", claimed.source)
+        why = f"symbolic link to {target!r}: not followed, inspectd reads only real files"
+        return self._commit(claimed, sig, None, None, why)
+
+    def _not_a_file(self, path: Path) -> StepResult:
         if path not in self._warned:
             self._warned.add(path)
-            logger.warning("{}: not a regular file (FIFO, socket or device); left alone", path)
+            logger.warning(
+                "line {}: {}: not a regular file (FIFO, socket or device); left alone", self.line, path
+            )
         return StepResult("ignored", path, error="not a regular file")
 
-    def _judge(self, path: Path) -> tuple[str | None, Score | None, str | None] | StepResult:
+    def _judge(self, claimed: Claimed) -> tuple[str | None, Score | None, str | None] | StepResult:
         """(sha256, score, error) of a regular file, or what to do instead when it cannot be read."""
         digest: str | None = None
         try:
-            digest = self.fs.sha256(path)
-            return digest, self.scorer.score(path), None
+            digest = self.fs.sha256(claimed.path)
+            return digest, self.scorer.score(claimed.path), None
         except (UnreadableImage, InferenceFailed, PermissionError) as exc:  # quarantined with why
             why = str(exc)
             if isinstance(exc, PermissionError):
                 why = f"cannot read the file: {exc.strerror} (check the uploader's permissions)"
             return digest, None, why
         except ModelError as exc:
-            return self._defer(path, f"model unavailable ({exc})")
+            return self._defer_claimed(claimed, f"model unavailable ({exc})")
         except OSError as exc:
-            return self._read_failed(path, exc)
-
-    def _read_failed(self, path: Path, exc: OSError) -> StepResult:
-        if exc.errno in SWAPPED:
-            return self._changed(path)
-        if isinstance(exc, FileNotFoundError):
-            return StepResult("vanished", path)
-        return self._defer(path, f"cannot read {display_name(path.name)}: {exc}")
+            if exc.errno in SWAPPED:
+                return self._changed(claimed)
+            if isinstance(exc, FileNotFoundError):
+                return StepResult("vanished", claimed.source)
+            return self._defer_claimed(claimed, f"cannot read {display_name(claimed.source.name)}: {exc}")
 
     def _commit(
-        self, ready: Ready, sig: FileSignature, digest: str | None, score: Score | None, error: str | None
+        self, claimed: Claimed, sig: FileSignature, digest: str | None, score: Score | None, error: str | None
     ) -> StepResult:
-        path = ready.path
+        source = claimed.source
         if score is None:
             status = "quarantined"
         else:
             status = "rejected" if score.score >= self.threshold else "accepted"
-        received_at = dt.datetime.fromtimestamp(ready.first_seen_wall, dt.timezone.utc)
+        received_at = dt.datetime.fromtimestamp(claimed.first_seen_wall, dt.timezone.utc)
         decided_at = self.now()
-        final = free_name(self._folder_for(status, path), path.name, self.filer.taken(), self.fs.exists)
+        final = free_name(self._folder_for(status, source), source.name, self.filer.taken(), self.fs.exists)
         row = Inspection(
-            filename=display_name(path.name),
-            source_path=display_name(str(path)),
+            filename=display_name(source.name),
+            source_path=display_name(str(source)),
             final_path=str(final),
             status=status,
             score=None if score is None else score.score,
@@ -222,57 +276,74 @@ class Pipeline:
             latency_ms=(decided_at - received_at).total_seconds() * 1000,
             inference_ms=None if score is None else score.inference_ms,
             host=self.host,
+            line=self.line,
+            instance=self.instance,
+            claim_path=str(claimed.path),
         )
         try:
             self.store.record(row)
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            return self._defer(path, f"database unavailable ({exc.__class__.__name__}: {exc})")
-        self.retries.forget(path)
+            return self._defer_claimed(claimed, f"database unavailable ({exc.__class__.__name__}: {exc})")
+        self.retries.forget(claimed.path)
         self._log(row)
-        pending = PendingMove(row.id, path, final, status, "claim", sig=sig)
+        pending = PendingMove(row.id, claimed.path, final, status, "move", row.filename)
         state = self.filer.file(pending)
-        if state == "void":
-            return StepResult("vanished", path, row.id)
         return StepResult(
             status,  # type: ignore[arg-type]
-            path,
+            source,
             row.id,
             row.score,
             pending.dst if state == "done" else None,
             error,
         )
 
-    def _folder_for(self, status: str, path: Path) -> Path:
+    def _folder_for(self, status: str, source: Path) -> Path:
+        """The destination folder, mirroring the inbox sub-folder the image arrived in."""
         root = self.destinations.for_status(status)
-        if self.inbox is None or path.parent == self.inbox:
-            return root
         try:
-            rel = path.parent.relative_to(self.inbox)
+            rel = source.parent.relative_to(self.inbox)
         except ValueError:
             return root
         return root.joinpath(*(safe_name(part) for part in rel.parts))
 
-    def _changed(self, path: Path) -> StepResult:
-        logger.info("{} changed while it was being judged; judging it again once it settles", path.name)
-        self.arrivals.note(path, "changed")
-        return StepResult("deferred", path, error="changed while being judged")
+    def _changed(self, claimed: Claimed) -> StepResult:
+        logger.info(
+            "line {}: {} changed while it was being judged; judging it again once it settles",
+            self.line,
+            claimed.source.name,
+        )
+        self._waiting[claimed.path] = claimed
+        self.arrivals.note(claimed.path, "changed")
+        return StepResult("deferred", claimed.source, error="changed while being judged")
 
-    def _defer(self, path: Path, why: str) -> StepResult:
+    def _defer(self, path: Path, why: str, name: str | None = None) -> StepResult:
         attempt = self.retries.failed(path)
         logger.warning(
-            "{}: {}; retrying in {:.1f} s (attempt {})", path.name, why, attempt.delay_s, attempt.number
+            "line {}: {}: {}; retrying in {:.1f} s (attempt {})",
+            self.line,
+            display_name(name or path.name),
+            why,
+            attempt.delay_s,
+            attempt.number,
         )
         self.arrivals.note(path, "retry")
         return StepResult("deferred", path, error=why)
 
+    def _defer_claimed(self, claimed: Claimed, why: str) -> StepResult:
+        """A claimed file that cannot be judged now waits, claimed, for its back-off."""
+        self._waiting[claimed.path] = claimed
+        self._defer(claimed.path, why, claimed.source.name)
+        return StepResult("deferred", claimed.source, error=why)
+
     def _log(self, row: Inspection) -> None:
         if row.status == "quarantined":
-            logger.warning("#{} {} quarantined: {}", row.id, row.filename, row.error)
+            logger.warning("line {}: #{} {} quarantined: {}", self.line, row.id, row.filename, row.error)
         else:
             logger.info(
-                "#{} {} {} score={:.4f} threshold={:.4f} latency={:.0f} ms",
+                "line {}: #{} {} {} score={:.4f} threshold={:.4f} latency={:.0f} ms",
+                self.line,
                 row.id,
                 row.filename,
                 row.status,
@@ -283,19 +354,34 @@ class Pipeline:
 
     # -- start-up ------------------------------------------------------------------------------
     def recover(self) -> int:
-        """Settle every row committed before a crash whose move was not marked; returns how many.
+        """Settle every row of ours committed before a crash whose move was not marked, and queue
+        every claimed file that has no row yet; returns how many rows were settled.
 
-        A locked database does not raise: ``step()`` tries again with back-off, and judges nothing
-        new until every old row is settled.
+        A locked database does not raise: ``step()`` tries again with back-off, and claims or
+        judges nothing new until every old row is settled.
         """
         try:
-            done = self.filer.recover()
+            rows = self.filer.recover()
         except Exception as exc:
             if not is_transient(exc):
                 raise
             attempt = self.retries.failed(RECOVERY)
-            logger.warning("database unavailable ({}); recovery retried in {:.1f} s", exc, attempt.delay_s)
+            logger.warning(
+                "line {}: database unavailable ({}); recovery retried in {:.1f} s",
+                self.line,
+                exc,
+                attempt.delay_s,
+            )
             return 0
         self._recovered = True
         self.retries.forget(RECOVERY)
-        return done
+        filed = {Path(row.claim_path) for row in rows if row.claim_path}
+        orphans = [c for c in self.claims.orphans() if c.path not in filed and self.fs.exists(c.path)]
+        if orphans:
+            logger.info(
+                "line {}: {} claimed image(s) waiting to be judged since the last stop",
+                self.line,
+                len(orphans),
+            )
+        self._queue.extend(orphans)
+        return len(rows)

@@ -49,12 +49,14 @@ class Line:
         cache_dir: Path,
         max_pixels: int,
         key: str,
+        instance: str,
         beat: Callable[[], None] = lambda: None,
     ) -> None:
         """``key`` names the line in configuration errors (``model`` or ``lines.2.model``);
         ``beat`` tells systemd the loop is alive while a model compiles."""
         self.config = config
         self.metrics = metrics
+        metrics.add_line(config.name)
         self.cache_dir = cache_dir
         self._beat = beat
         try:
@@ -66,11 +68,13 @@ class Line:
         self.pipeline = Pipeline(
             events=self.watcher.events,
             arrivals=Arrivals(config.watch.settle_ms / 1000, expect_close=self.watcher.reports_close),
-            scorer=MeteredScorer(self.model, metrics),
+            scorer=MeteredScorer(self.model, metrics, config.name),
             store=store,
             destinations=Destinations(config.paths.accepted, config.paths.rejected, config.paths.quarantine),
             threshold=self.threshold_for(config, self.model),
             inbox=config.paths.inbox,
+            instance=instance,
+            line=config.name,
         )
 
     @property
@@ -83,7 +87,9 @@ class Line:
 
     def start(self) -> None:
         self.watcher.start()
-        self.metrics.set_model(self.model.model_id, self.model.card.teacher, self.pipeline.threshold)
+        self.metrics.set_model(
+            self.name, self.model.model_id, self.model.card.teacher, self.pipeline.threshold
+        )
         logger.info(
             "line {}: watching {} ({} observer); model {} ({}), threshold {:.4f}",
             self.name,
@@ -102,6 +108,12 @@ class Line:
 
     def stop(self) -> None:
         self.watcher.stop()
+        self.pipeline.release()
+        self.pipeline.claims.tidy()
+
+    def _publish_model(self) -> None:
+        model = self.model
+        self.metrics.set_model(self.name, model.model_id, model.card.teacher, self.pipeline.threshold)
 
     # -- model swaps ----------------------------------------------------------------------------------
     def check_model(self) -> None:
@@ -129,7 +141,7 @@ class Line:
             model = load_model(config, self.cache_dir, max_pixels)
         except (ModelError, OSError) as exc:
             self.model_watch.refused = stamp
-            self.metrics.errors.labels("reload_refused").inc()
+            self.metrics.error(self.name, "reload_refused")
             logger.error(
                 "line {}: new model at {} refused: {}; still judging with model {}",
                 self.name,
@@ -144,10 +156,10 @@ class Line:
     def swap_model(self, model: Model, config: LineConfig) -> None:
         previous = self.model.model_id
         self.model = model
-        self.pipeline.scorer = MeteredScorer(model, self.metrics)
+        self.pipeline.scorer = MeteredScorer(model, self.metrics, self.name)
         self.pipeline.threshold = self.threshold_for(config, model)
-        self.metrics.set_model(model.model_id, model.card.teacher, self.pipeline.threshold)
-        self.metrics.model_loads.inc()
+        self._publish_model()
+        self.metrics.model_loads.labels(self.name).inc()
         logger.info(
             "line {}: model {} ({}) now judging, replacing {}; threshold {:.4f}",
             self.name,
@@ -166,7 +178,9 @@ class Line:
             self.swap_model(model, config)
         self.pipeline.threshold = self.threshold_for(config, self.model)
         self.model.max_pixels = max_pixels
-        self.metrics.set_model(self.model.model_id, self.model.card.teacher, self.pipeline.threshold)
+        self.metrics.set_model(
+            self.name, self.model.model_id, self.model.card.teacher, self.pipeline.threshold
+        )
         self.model_watch.check_seconds = config.model.check_seconds
         if config.watch != self.config.watch:
             self._apply_watch(config.watch)

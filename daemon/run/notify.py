@@ -91,6 +91,13 @@ class Notifier:
             self._last_status, self._last_status_at = text, now
             self.send(f"STATUS={text}")
 
+    def waiting(self, status: str, seconds: float) -> None:
+        """Still starting (waiting for the database): say why, and ask systemd for more time than
+        TimeoutStartSec, so that a slow database does not get the service killed at start-up."""
+        self._last_status, self._last_status_at = status, self._clock()
+        usec = int((seconds + 30) * 1e6)
+        self.send(f"EXTEND_TIMEOUT_USEC={usec}", f"STATUS={status}")
+
     def reloading(self) -> None:
         monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}")

@@ -163,7 +163,7 @@ class LiveChanges:
         return models
 
     def _refuse(self, why: str) -> None:
-        self.metrics.errors.labels("reload_refused").inc()
+        self.metrics.error("daemon", "reload_refused")
         logger.error(
             "reload refused: {}; still running with model(s) {} and the previous configuration",
             why,

@@ -18,17 +18,20 @@ from types import FrameType
 from loguru import logger
 
 from daemon.config import Config
-from daemon.db.engine import make_engine
-from daemon.db.migrate import upgrade
+from daemon.db.connect import migrate_when_ready, open_engine
 from daemon.db.store import Store
 from daemon.run.line import Line
 from daemon.run.notify import Notifier
 from daemon.run.reload import LiveChanges
 from daemon.run.retention import Retention
-from daemon.run.startup import check_models, prepare_folders
+from daemon.run.startup import check_models, instance_id, prepare_folders
 from daemon.web.metrics import Metrics, metrics_routes
 from daemon.web.server import WebServer
-from inspectd.errors import InspectdError
+
+
+class StoppedWhileWaiting(Exception):
+    """SIGTERM arrived while the daemon waited for its database at start-up."""
+
 
 IDLE_WAIT_S = 0.5  # per round when every line is idle, shared among the lines
 
@@ -48,19 +51,27 @@ class Daemon(LiveChanges):
     _busy: bool = True
 
     @classmethod
-    def start(cls, config: Config, reload_requested: threading.Event | None = None) -> Daemon:
+    def start(
+        cls,
+        config: Config,
+        reload_requested: threading.Event | None = None,
+        stop: threading.Event | None = None,
+    ) -> Daemon:
+        """Everything checked, loaded and watching. Raises StoppedWhileWaiting when ``stop`` was
+        set while it waited for the database."""
         check_models(config)
         prepare_folders(config)
-        engine = make_engine(config.database.url)
-        try:
-            before, after = upgrade(engine)
-        except Exception as exc:
-            raise InspectdError(f"database {config.database.url}: cannot migrate: {exc}") from exc
+        engine = open_engine(config.database.url)
+        notifier = Notifier.from_environment()
+        migrated = migrate_when_ready(engine, stop=stop, status=notifier.waiting)
+        if migrated is None:
+            raise StoppedWhileWaiting
+        before, after = migrated
         if before != after:
             logger.info("database schema upgraded from {} to {}", before or "empty", after)
         metrics = Metrics()
         store = Store(engine, on_record=metrics.row_recorded)
-        notifier = Notifier.from_environment()
+        instance = instance_id(config.paths.state)
         lines = [
             Line(
                 line,
@@ -69,6 +80,7 @@ class Daemon(LiveChanges):
                 cache_dir=config.cache_dir,
                 max_pixels=config.limits.max_pixels,
                 key=config.key(index, "model"),
+                instance=instance,
                 beat=notifier.watchdog,
             )
             for index, line in enumerate(config.lines)
@@ -84,7 +96,10 @@ class Daemon(LiveChanges):
         for line in lines:
             line.start()
         logger.info(
-            "{} line(s) watching; database {}", len(lines), engine.url.render_as_string(hide_password=True)
+            "{} line(s) watching as instance {}; database {}",
+            len(lines),
+            instance,
+            engine.url.render_as_string(hide_password=True),
         )
         if server is not None:
             server.start()
@@ -120,16 +135,21 @@ class Daemon(LiveChanges):
         wait = 0.0 if self._busy else IDLE_WAIT_S / len(self.lines)
         busy = False
         for line in self.lines:
+            for other in self.lines:  # claims are cheap: every inbox name is freed at once
+                if other is not line:
+                    other.pipeline.intake_if_ready()
             result = line.step(timeout=wait)
             busy = busy or result.outcome != "idle"
-            self.metrics.step_done(result, self.backlog())
+            self.metrics.step_done(line.name, result, line.backlog())
         self._busy = busy
 
     def backlog(self) -> int:
         return sum(line.backlog() for line in self.lines)
 
     def status_line(self) -> str:
-        return self.metrics.status_line(self.backlog(), ", ".join(line.model.model_id for line in self.lines))
+        return self.metrics.status_line(
+            self.backlog(), "; ".join(f"line {line.name}: model {line.model.model_id}" for line in self.lines)
+        )
 
     def _upkeep(self) -> None:
         """Between two images: reload on request, look for new models, tell systemd we are alive."""
@@ -174,7 +194,11 @@ def run(config: Config, stop: threading.Event | None = None) -> int:
     reload = threading.Event()
     if threading.current_thread() is threading.main_thread():
         install_signal_handlers(stop, reload)
-    daemon = Daemon.start(config, reload_requested=reload)
+    try:
+        daemon = Daemon.start(config, reload_requested=reload, stop=stop)
+    except StoppedWhileWaiting:
+        logger.info("stopped while waiting for the database")
+        return 0
     daemon.run_until(stop)
     logger.info("stopped cleanly")
     return 0

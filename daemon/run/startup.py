@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 from loguru import logger
 
 from daemon.config import LINE_PATHS, Config
 from daemon.errors import ConfigError
-from daemon.judge.fs import same_filesystem
+from daemon.fs import same_filesystem
 from inspectd.errors import ModelError
 from inspectd.export import locate_xml
 
@@ -53,3 +54,22 @@ def _writable_folder(key: str, folder: Path) -> None:
             f"{key}: {folder} is not writable by this user; fix its permissions "
             "or point the key at another folder"
         )
+
+
+INSTANCE_FILE = "instance-id"
+
+
+def instance_id(state: Path) -> str:
+    """This daemon's id, kept in its state folder so that it survives restarts: with the host it
+    owns rows and claims, so a daemon sharing the database or the inbox never touches them."""
+    path = state / INSTANCE_FILE
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        value = ""
+    if not value:
+        value = uuid.uuid4().hex[:12]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(value + "\n", encoding="utf-8")
+        tmp.replace(path)
+    return value

@@ -1,4 +1,4 @@
-"""The file operations judging needs, as one object the pipeline and the filer are given.
+"""The file operations intake and judging need, as one object the pipeline and the filer are given.
 
 Nothing here follows a symbolic link: signatures use ``lstat``, reads go through
 ``inspectd.reading.open_regular`` (``O_NOFOLLOW | O_NONBLOCK``, so a FIFO named like an image
@@ -13,15 +13,41 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
-from daemon.intake.signature import FileSignature, signature
-from daemon.judge.names import temp_name
+from daemon.names import temp_name
 from inspectd.hashing import sha256_of
 from inspectd.reading import open_regular
 
 CROSS_DEVICE = (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP)
+FileKind = Literal["file", "symlink", "special"]
+
+
+@dataclass(frozen=True)
+class FileSignature:
+    """What must stay unchanged for a file to count as completely written (and still ours)."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    kind: FileKind = "file"
+
+
+def signature(path: Path) -> FileSignature | None:
+    """The entry's size/mtime/inode/kind without following links; None when gone or a folder."""
+    try:
+        st = path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return None
+    kind: FileKind = (
+        "file" if stat.S_ISREG(st.st_mode) else "symlink" if stat.S_ISLNK(st.st_mode) else "special"
+    )
+    return FileSignature(st.st_size, st.st_mtime_ns, st.st_ino, kind)
 
 
 def same_filesystem(a: Path, b: Path) -> bool:

@@ -1,0 +1,327 @@
+"""``inspectd bench``: how fast this machine judges with one export, as ratios measured in one run.
+
+Three ways to run the same IR on the same images, in one process run so that the machine's mood
+(other load, clock) is shared:
+
+- ``seed_loop_ips``: anomalib's ``OpenVINOInferencer.predict(path)`` in a loop, default config
+  (the tutorial way, and this project's starting point);
+- ``raw_ips``: the best raw OpenVINO configuration found (precision hint x performance hint x
+  async infer requests x batch) on tensors decoded beforehand at the model's input size: the
+  ceiling for this IR on this CPU;
+- ``daemon_ips``: a real ``inspectd run`` (a child process) draining a backlog of the images from
+  a temp inbox, first to last decision.
+
+``overhead_ms_per_image`` is the daemon's time per image minus the raw one; latency p50/p95 is from
+a closed file to its committed row at a low rate (one image at a time); ``peak_rss_mb`` is the
+daemon process's high-water mark.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from numpy.typing import NDArray
+from PIL import Image
+
+from inspectd.export import locate_xml
+from inspectd.imaging import decode_rgb
+
+WARMUP = 2
+LATENCY_IMAGES = 8
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    images: int
+    image_size: tuple[int, int]
+    seed_loop_ips: float
+    raw_ips: float
+    raw_config: dict[str, Any]
+    daemon_ips: float
+    overhead_ms_per_image: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    inference_ms: float  # raw, synchronous, per image at the chosen precision
+    peak_rss_mb: float
+    cpu: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def write_images(folder: Path, n: int, size: tuple[int, int], fmt: str, seed: int = 0) -> list[Path]:
+    """Camera-like test frames: a lit, grainy surface, each one different."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    width, height = size
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    paths = []
+    for i in range(n):
+        base = 120 + 40 * np.sin(xx / (37 + i) + i) * np.cos(yy / 53)
+        grain = rng.normal(0, 6, (height, width))
+        gray = np.clip(base + grain, 0, 255).astype(np.uint8)
+        image = Image.fromarray(np.stack([gray, gray, (gray * 0.95).astype(np.uint8)], axis=-1))
+        path = folder / f"frame{i:04d}.{fmt}"
+        image.save(path, quality=90) if fmt == "jpg" else image.save(path)
+        paths.append(path)
+    return paths
+
+
+def _ips(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")
+
+
+def seed_loop(xml: Path, paths: list[Path], cache: Path) -> float:
+    """anomalib's inferencer, default config, path by path (its own decoding and resizing)."""
+    from anomalib.deploy import OpenVINOInferencer
+
+    cwd = Path.cwd()
+    os.chdir(cache)  # it writes ./openvino_cache
+    try:
+        inferencer = OpenVINOInferencer(path=xml, device="CPU")
+        for path in paths[:WARMUP]:
+            inferencer.predict(path)
+        started = time.perf_counter()
+        for path in paths:
+            inferencer.predict(path)
+        return _ips(len(paths), time.perf_counter() - started)
+    finally:
+        os.chdir(cwd)
+
+
+def input_tensors(xml: Path, paths: list[Path]) -> NDArray[np.float32]:
+    """The images decoded and resized to the model's input size, NCHW float in [0, 1]."""
+    from inspectd.card import read_card
+
+    height, width = read_card(xml).image_size
+    arrays = []
+    for path in paths:
+        rgb = (decode_rgb(path) * 255).astype(np.uint8)
+        small = Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR)
+        arrays.append(np.asarray(small, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+    return np.stack(arrays)
+
+
+def raw_configs() -> list[dict[str, Any]]:
+    import openvino as ov
+
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    precisions = ["f32", *(["bf16"] if "BF16" in capabilities else [])]
+    configs = []
+    for precision in precisions:
+        configs.append({"precision": precision, "hint": "LATENCY", "mode": "sync", "batch": 1})
+        configs.append({"precision": precision, "hint": "THROUGHPUT", "mode": "async", "batch": 1})
+        configs.append({"precision": precision, "hint": "THROUGHPUT", "mode": "async", "batch": 2})
+    return configs
+
+
+def raw_run(xml: Path, tensors: NDArray[np.float32], config: dict[str, Any]) -> float:
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(
+        core.read_model(xml),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": config["precision"], "PERFORMANCE_HINT": config["hint"]},
+    )
+    batch = int(config["batch"])
+    chunks = [tensors[i : i + batch] for i in range(0, len(tensors), batch)]
+    if config["mode"] == "sync":
+        request = compiled.create_infer_request()
+        for chunk in chunks[:WARMUP]:
+            request.infer({0: chunk})
+        started = time.perf_counter()
+        for chunk in chunks:
+            request.infer({0: chunk})
+        return _ips(len(tensors), time.perf_counter() - started)
+    jobs = max(2, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+    queue = ov.AsyncInferQueue(compiled, jobs)
+    for chunk in chunks[:WARMUP]:
+        queue.start_async({0: chunk})
+    queue.wait_all()
+    started = time.perf_counter()
+    for chunk in chunks:
+        queue.start_async({0: chunk})
+    queue.wait_all()
+    return _ips(len(tensors), time.perf_counter() - started)
+
+
+def raw_best(
+    xml: Path, tensors: NDArray[np.float32], say: Callable[[str], None]
+) -> tuple[float, dict[str, Any], float]:
+    """(best images/s, its config, synchronous ms per image at the best precision)."""
+    results = []
+    for config in raw_configs():
+        try:
+            ips = raw_run(xml, tensors, config)
+        except RuntimeError as exc:  # a batch the IR does not take, a hint this CPU lacks
+            say(f"raw {config}: not usable ({' '.join(str(exc).split())[:120]})")
+            continue
+        say(f"raw {config}: {ips:.2f} images/s")
+        results.append((ips, config))
+    best_ips, best = max(results, key=lambda r: r[0])
+    sync = [ips for ips, c in results if c["mode"] == "sync" and c["precision"] == best["precision"]]
+    return best_ips, best, 1000.0 / sync[0] if sync else 1000.0 / best_ips
+
+
+def _daemon_config(root: Path, model: Path) -> Path:
+    data = {
+        "paths": {
+            "inbox": "inbox",
+            "accepted": "accepted",
+            "rejected": "rejected",
+            "quarantine": "quarantine",
+            "state": "state",
+        },
+        "database": {"url": "sqlite:///bench.db"},
+        "model": {"path": str(model), "check_seconds": 0},
+        "watch": {"settle_ms": 200, "rescan_seconds": 30},
+        "log": {"level": "WARNING"},
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def _decided(db: Path) -> list[tuple[str, dt.datetime]]:
+    if not db.exists():
+        return []
+    with sqlite3.connect(db, timeout=10) as conn:
+        try:
+            rows = conn.execute("SELECT filename, decided_at FROM inspections ORDER BY id").fetchall()
+        except sqlite3.OperationalError:
+            return []
+    return [(name, _utc(text)) for name, text in rows]
+
+
+def _utc(text: str) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def _wait(check: Callable[[], bool], timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if proc.poll() is not None:
+            raise RuntimeError(f"inspectd run exited with {proc.returncode} during the benchmark")
+        if time.monotonic() > deadline:
+            raise RuntimeError("inspectd run did not finish the benchmark's images in time")
+        time.sleep(0.05)
+
+
+def daemon_run(model: Path, paths: list[Path], work: Path) -> tuple[float, list[float], float]:
+    """(images/s draining a backlog, low-rate latencies in ms, peak RSS in MB) of ``inspectd run``."""
+    config = _daemon_config(work, model)
+    inbox, db = work / "inbox", work / "bench.db"
+    inbox.mkdir()
+    for path in paths:  # the backlog is there before the daemon starts
+        shutil.copy(path, inbox / path.name)
+    log = (work / "daemon.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=work,
+    )
+    try:
+        _wait(lambda: len(_decided(db)) >= len(paths), 60 + 5 * len(paths), proc)
+        times = sorted(t for _, t in _decided(db))
+        drain_ips = _ips(len(times) - 1, (times[-1] - times[0]).total_seconds())
+        latencies = []
+        for i, path in enumerate(paths[:LATENCY_IMAGES]):
+            target = inbox / f"late{i:02d}{path.suffix}"
+            staged = inbox / f".{target.name}.part"
+            shutil.copy(path, staged)
+            before = len(_decided(db))
+            closed = dt.datetime.now(dt.timezone.utc)
+            staged.rename(target)
+            _wait(functools.partial(_more_than, db, before), 60, proc)
+            latencies.append((_decided(db)[-1][1] - closed).total_seconds() * 1000)
+            time.sleep(0.2)
+        peak = _peak_rss_mb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    return drain_ips, latencies, peak
+
+
+def _more_than(db: Path, count: int) -> bool:
+    return len(_decided(db)) > count
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def bench(
+    model: Path,
+    images: int = 30,
+    size: tuple[int, int] = (256, 256),
+    fmt: str = "png",
+    say: Callable[[str], None] = lambda text: None,
+) -> BenchResult:
+    xml = locate_xml(model)
+    with tempfile.TemporaryDirectory(prefix="inspectd-bench-") as tmp:
+        root = Path(tmp)
+        paths = write_images(root / "images", images, size, fmt)
+        (root / "seed").mkdir()
+        say(f"seed loop: anomalib OpenVINOInferencer.predict(path) on {images} images")
+        seed_ips = seed_loop(xml, paths, root / "seed")
+        say(f"seed loop: {seed_ips:.2f} images/s")
+        tensors = input_tensors(xml, paths)
+        raw_ips, raw_config, inference_ms = raw_best(xml, tensors, say)
+        say("daemon: inspectd run draining a backlog, then one image at a time")
+        (root / "daemon").mkdir()
+        daemon_ips, latencies, peak = daemon_run(model, paths, root / "daemon")
+    say(f"daemon: {daemon_ips:.2f} images/s")
+    return BenchResult(
+        images=images,
+        image_size=size,
+        seed_loop_ips=round(seed_ips, 3),
+        raw_ips=round(raw_ips, 3),
+        raw_config=raw_config,
+        daemon_ips=round(daemon_ips, 3),
+        overhead_ms_per_image=round(1000 / daemon_ips - 1000 / raw_ips, 1),
+        latency_p50_ms=round(statistics.median(latencies), 1),
+        latency_p95_ms=round(float(np.percentile(latencies, 95)), 1),
+        inference_ms=round(inference_ms, 1),
+        peak_rss_mb=round(peak, 1),
+        cpu=cpu_name(),
+    )
