@@ -12,6 +12,7 @@ top-level ``paths``, ``model`` and ``watch`` sections.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,6 +110,36 @@ class MetricsConfig(_Frozen):
     stall_seconds: float = Field(default=60.0, gt=0, le=86_400)
 
 
+HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+class ShiftConfig(_Frozen):
+    """A shift starts at ``start`` (local time, HH:MM) and runs until the next shift starts."""
+
+    name: str = Field(min_length=1, max_length=64)
+    start: str
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _unquoted_time(cls, value: object) -> object:
+        """YAML 1.1 reads an unquoted ``06:00`` as the base-60 number 360: take it as that time."""
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+            return f"{value // 60:02d}:{value % 60:02d}"
+        if isinstance(value, str) and len(value) == 4 and value[1] == ":":
+            value = "0" + value  # 6:00
+        if not isinstance(value, str) or not HHMM.match(value):
+            raise ValueError(f"{value!r} is not a time of day: write it as HH:MM (24 h, local), e.g. '06:00'")
+        return value
+
+    @property
+    def start_minute(self) -> int:
+        hours, minutes = self.start.split(":")
+        return int(hours) * 60 + int(minutes)
+
+
+DEFAULT_SHIFTS = (ShiftConfig(name="day", start="00:00"),)
+
+
 class RetentionConfig(_Frozen):
     rows_days: float | None = Field(default=None, gt=0)
     images_days: float | None = Field(default=None, gt=0)
@@ -130,7 +161,22 @@ class Config(_Frozen):
     limits: LimitsConfig = LimitsConfig()
     metrics: MetricsConfig | None = None
     retention: RetentionConfig | None = None
+    # `inspectd stats --by shift`; default: one shift "day" from 00:00 (a shift is a calendar day).
+    shifts: tuple[ShiftConfig, ...] = DEFAULT_SHIFTS
     source: Path = Field(default=Path("config.yaml"), exclude=True)
+
+    @field_validator("shifts")
+    @classmethod
+    def _shifts_distinct(cls, value: tuple[ShiftConfig, ...]) -> tuple[ShiftConfig, ...]:
+        if not value:
+            raise ValueError("list at least one shift, e.g. [{name: day, start: '06:00'}]")
+        names = [s.name for s in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each shift needs its own name (got {', '.join(names)})")
+        starts = [s.start for s in value]
+        if len(set(starts)) != len(starts):
+            raise ValueError(f"two shifts start at the same time (got {', '.join(starts)})")
+        return value
 
     @property
     def single_line(self) -> bool:
@@ -222,7 +268,7 @@ def _explain(file: Path, exc: ValidationError, single: bool) -> str:
         elif err["type"] == "missing":
             hint = "required key is missing: add it"
         else:
-            hint = err["msg"]
+            hint = err["msg"].removeprefix("Value error, ")
         lines.append(f"  {key}: {hint}")
     return "\n".join(lines)
 

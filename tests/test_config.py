@@ -77,3 +77,38 @@ def test_folder_that_is_a_file_is_named(
 def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["results", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def _config(tmp_path: Path, extra: str) -> Path:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f"paths: {{inbox: i, accepted: a, rejected: out/r, quarantine: q}}\nmodel: {{path: m}}\n{extra}\n"
+    )
+    return cfg
+
+
+def test_shifts_default_to_one_day_shift_and_read_unquoted_times(tmp_path: Path) -> None:
+    assert [(s.name, s.start) for s in load_config(_config(tmp_path, "")).shifts] == [("day", "00:00")]
+    # YAML 1.1 reads an unquoted 06:00 as the number 360; it still means six o'clock.
+    config = load_config(
+        _config(tmp_path, "shifts: [{name: early, start: 06:00}, {name: night, start: '22:30'}]")
+    )
+    assert [(s.name, s.start, s.start_minute) for s in config.shifts] == [
+        ("early", "06:00", 360),
+        ("night", "22:30", 1350),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("shifts", "message"),
+    [
+        ("[]", r"shifts: list at least one shift"),
+        ("[{name: a, start: '06:00'}, {name: a, start: '14:00'}]", r"shifts: each shift needs its own name"),
+        ("[{name: a, start: '06:00'}, {name: b, start: '06:00'}]", r"shifts: two shifts start at the same"),
+        ("[{name: a, start: '24:00'}]", r"shifts\.0\.start: '24:00' is not a time of day: write it as HH:MM"),
+        ("[{name: a}]", r"shifts\.0\.start: required key is missing"),
+    ],
+)
+def test_wrong_shifts_are_named(tmp_path: Path, shifts: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_config(tmp_path, f"shifts: {shifts}"))

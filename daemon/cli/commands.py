@@ -1,4 +1,4 @@
-"""The daemon's own sub-commands: run, db, results, install-service, bench."""
+"""The daemon's own sub-commands: run, db, results, stats, install-service, bench."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.cli.results import parse_since, render
+from daemon.cli.stats import register_stats
 from daemon.config import load_config
 from daemon.db.connect import one_line_errors, open_engine
 from daemon.db.models import STATUSES
@@ -97,6 +98,7 @@ def register(commands: Any) -> None:
         "folders under /srv/inspectd/NAME (systemctl enable --now inspectd@NAME); --config is not read",
     )
     svc.set_defaults(handler=cmd_install_service)
+    register_stats(commands, CONFIG_HELP)
     register_bench(commands)
 
 
