@@ -1,0 +1,36 @@
+"""``inspectd bench`` on the tiny model with few images: the promised keys, and sane ratios."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from daemon.cli import main
+
+KEYS = {
+    "seed_loop_ips",
+    "raw_ips",
+    "raw_config",
+    "daemon_ips",
+    "overhead_ms_per_image",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "peak_rss_mb",
+}
+
+
+@pytest.mark.timeout(600)
+def test_bench_json_has_the_figures_and_the_daemon_is_not_faster_than_raw(
+    tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "--model", str(tiny_model), "--images", "6", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert KEYS <= set(figures)
+    for key in KEYS - {"raw_config", "overhead_ms_per_image"}:
+        assert figures[key] > 0, key
+    # the daemon runs the same IR plus hashing, decoding, commits and moves: never beyond the raw ceiling
+    assert figures["daemon_ips"] <= figures["raw_ips"] * 1.1
+    assert figures["latency_p95_ms"] >= figures["latency_p50_ms"]
+    assert {"precision", "hint"} <= set(figures["raw_config"])
