@@ -21,12 +21,20 @@ from inspectd.reading import open_regular
 # Peak memory while decoding is about 16 bytes per pixel (8-bit source + float32 RGB copy), so
 # 50 MP (a large industrial camera) costs ~0.8 GB. Configurable as ``limits.max_pixels``.
 DEFAULT_MAX_PIXELS = 50_000_000
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
-def decode_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.float32]:
+def decode_rgb(
+    path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, shrink_to: tuple[int, int] | None = None
+) -> NDArray[np.float32]:
     """HxWx3 float32 in [0, 1]; raises UnreadableImage with a reason a line engineer can act on.
 
-    The file is opened without following links and only a regular file is read.
+    The file is opened without following links and only a regular file is read. With
+    ``shrink_to`` (width, height: the model's input size), an image larger than that in both
+    directions comes out at that size, as the model's own resize would make it: a JPEG is decoded
+    at the smallest scale still larger (Pillow's draft mode, up to 8x less work) and the
+    (antialiased) resize runs on 8-bit pixels before any float copy of the full frame exists.
+    Smaller images are left for the model to resize.
     """
     # Pillow refuses images above 2x its own limit before we see their size; lift it to ours.
     Image.MAX_IMAGE_PIXELS = max(max_pixels, 1)
@@ -42,8 +50,11 @@ def decode_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.f
                         f"image is {width}x{height} = {width * height} pixels, above the limit of "
                         f"{max_pixels} (limits.max_pixels, the decompression-bomb guard)"
                     )
+                size = shrink_to if shrink_to and width > shrink_to[0] and height > shrink_to[1] else None
+                if size is not None:
+                    img.draft("RGB", size)  # JPEG only; a no-op for other formats
                 img.load()
-                return _to_rgb_float(img)
+                return _resized(img, size) if size is not None else _to_rgb_float(img)
     except UnreadableImage:
         raise
     except FileNotFoundError:
@@ -62,8 +73,22 @@ def decode_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[np.f
         raise UnreadableImage(f"cannot decode image: {exc}") from None
 
 
+def _resized(img: Image.Image, size: tuple[int, int]) -> NDArray[np.float32]:
+    if img.mode in HIGH_BIT_MODES:  # 16-bit and float captures: resize each channel as float
+        full = _to_rgb_float(img)
+        channels = [
+            np.asarray(Image.fromarray(full[..., c], mode="F").resize(size, Image.Resampling.BILINEAR))
+            for c in range(3)
+        ]
+        return np.stack(channels, axis=-1).astype(np.float32)
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    if rgb.size != size:
+        rgb = rgb.resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.float32) / np.float32(255.0)
+
+
 def _to_rgb_float(img: Image.Image) -> NDArray[np.float32]:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if img.mode in HIGH_BIT_MODES:
         arr = np.asarray(img, dtype=np.float32)
         top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) <= 65535 else arr.max()
         if img.mode == "F":

@@ -21,15 +21,15 @@ from inspectd.errors import InferenceFailed, ModelError
 from inspectd.export import locate_xml
 from inspectd.imaging import DEFAULT_MAX_PIXELS, decode_rgb
 
-# OpenVINO picks bf16 on CPUs that advertise it; without AMX that is ~1.9x slower than f32 here
-# (465 vs 250 ms per image) and shifts scores in the 4th decimal away from training's evaluation.
-CPU_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+PRECISIONS = ("auto", "f32", "bf16")
+TRIAL_RUNS = 3  # timed inferences per precision when ``auto`` has a choice to make
 
 
 class _CachedInferencer(OpenVINOInferencer):
-    def __init__(self, path: Path, device: str, cache_dir: Path) -> None:
+    def __init__(self, path: Path, device: str, cache_dir: Path, precision: str | None) -> None:
         self._cache_dir = cache_dir
-        super().__init__(path=path, device=device, config=CPU_CONFIG if device == "CPU" else None)
+        config = {"INFERENCE_PRECISION_HINT": precision} if precision else None
+        super().__init__(path=path, device=device, config=config)
 
     def load_model(self, path: Any) -> tuple[Any, Any, Any]:
         import openvino as ov
@@ -53,8 +53,22 @@ class Score:
     decode_ms: float
 
 
+def cpu_precisions() -> list[str]:
+    """The inference precisions this CPU runs natively: f32, and bf16 where OpenVINO offers it."""
+    import openvino as ov
+
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return ["f32", *(["bf16"] if "BF16" in capabilities else [])]
+
+
 class Model:
-    """The loaded export plus its card; ``score`` is the only thing the pipeline calls."""
+    """The loaded export plus its card; ``score`` is the only thing the pipeline calls.
+
+    ``precision`` (CPU only): ``auto`` times f32 against bf16 at load, where the CPU has bf16, and
+    keeps the faster: bf16 was 1.9x slower than f32 on one AVX-512 CPU without AMX (465 vs 250 ms)
+    and is faster with AMX, so no constant is right everywhere. ``precision_choice`` says what was
+    measured. bf16 moves scores in the 4th decimal.
+    """
 
     def __init__(
         self,
@@ -62,14 +76,42 @@ class Model:
         cache_dir: Path,
         device: str = "CPU",
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        precision: str = "auto",
     ) -> None:
         self.xml = locate_xml(model_path)
         self.card: ModelCard = read_card(self.xml)
         self.max_pixels = max_pixels
+        height, width = self.card.image_size
+        self.input_size = (width, height)
+        self.precision_choice: dict[str, float] = {}
         try:
-            self._inferencer = _CachedInferencer(self.xml, device, cache_dir)
+            if device != "CPU":
+                self.precision = "device default"
+                self._inferencer = _CachedInferencer(self.xml, device, cache_dir, None)
+            elif precision != "auto" or len(cpu_precisions()) == 1:
+                self.precision = "f32" if precision == "auto" else precision
+                self._inferencer = _CachedInferencer(self.xml, device, cache_dir, self.precision)
+            else:
+                self.precision, self._inferencer = self._fastest(device, cache_dir)
         except Exception as exc:  # openvino raises plain RuntimeError with its own text
             raise ModelError(f"cannot load {self.xml} on device {device}: {exc}") from exc
+
+    def _fastest(self, device: str, cache_dir: Path) -> tuple[str, _CachedInferencer]:
+        """Compile with each precision, time a few inferences of a mid-grey frame, keep the faster."""
+        width, height = self.input_size
+        frame = np.full((height, width, 3), 0.5, dtype=np.float32)
+        timed: list[tuple[float, str, _CachedInferencer]] = []
+        for name in cpu_precisions():
+            inferencer = _CachedInferencer(self.xml, device, cache_dir, name)
+            inferencer.predict(frame)  # first run pays one-off costs
+            started = time.perf_counter()
+            for _ in range(TRIAL_RUNS):
+                inferencer.predict(frame)
+            ms = (time.perf_counter() - started) * 1000 / TRIAL_RUNS
+            self.precision_choice[name] = round(ms, 1)
+            timed.append((ms, name, inferencer))
+        _, name, inferencer = min(timed, key=lambda t: t[0])
+        return name, inferencer
 
     @property
     def model_id(self) -> str:
@@ -83,7 +125,7 @@ class Model:
         """``score`` plus the anomaly map (HxW at the model's input size, normalised like the
         score, so 0.5 is the exported boundary); for reports that show *where* a part looks wrong."""
         t0 = time.perf_counter()
-        image = decode_rgb(path, self.max_pixels)
+        image = decode_rgb(path, self.max_pixels, shrink_to=self.input_size)
         t1 = time.perf_counter()
         try:
             batch = self._inferencer.predict(image)

@@ -36,7 +36,7 @@ def make_watcher(line: LineConfig) -> InboxWatcher:
 
 
 def load_model(line: LineConfig, cache_dir: Path, max_pixels: int) -> Model:
-    return Model(line.model.path, cache_dir, line.model.device, max_pixels)
+    return Model(line.model.path, cache_dir, line.model.device, max_pixels, line.model.precision)
 
 
 class Line:
@@ -91,13 +91,15 @@ class Line:
             self.name, self.model.model_id, self.model.card.teacher, self.pipeline.threshold
         )
         logger.info(
-            "line {}: watching {} ({} observer); model {} ({}), threshold {:.4f}",
+            "line {}: watching {} ({} observer); model {} ({}), threshold {:.4f}, precision {}{}",
             self.name,
             self.config.paths.inbox,
             self.watcher.observer_name,
             self.model.model_id,
             self.model.card.teacher,
             self.pipeline.threshold,
+            self.model.precision,
+            f" (measured ms/image: {self.model.precision_choice})" if self.model.precision_choice else "",
         )
 
     def step(self, timeout: float) -> StepResult:

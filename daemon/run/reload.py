@@ -143,7 +143,11 @@ class LiveChanges:
         when a line's config names a model that cannot be used, which refuses the whole reload."""
         models: list[Model | None] = []
         for line, new in zip(self.lines, config.lines, strict=True):
-            moved = (new.model.path, new.model.device) != (line.config.model.path, line.config.model.device)
+            moved = (new.model.path, new.model.device, new.model.precision) != (
+                line.config.model.path,
+                line.config.model.device,
+                line.config.model.precision,
+            )
             max_pixels = config.limits.max_pixels
             if moved:  # the config names another model: unusable means the config is refused
                 key = "model" if config.single_line else f"lines.{line.name}.model"
