@@ -104,6 +104,7 @@ def register(commands: Any) -> None:
     _add_run_options(train)
     train.set_defaults(handler=cmd_train)
     _add_evaluate(commands)
+    _add_quantize(commands)
 
 
 def _add_run_options(train: argparse.ArgumentParser) -> None:
@@ -286,4 +287,74 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         index = write_report(args.report, scored, warnings=leaks)
         print(f"evaluate: report written to {index}", file=sys.stderr)
     print(json.dumps(result.to_dict()) if args.json else format_report(result, args.model))
+    return 0
+
+
+def _add_quantize(commands: Any) -> None:
+    quantize = commands.add_parser(
+        "quantize",
+        help="write an INT8 copy of an export, only if it scores like the original",
+        description=(
+            "Quantise an existing export to INT8 with NNCF (post-training, activation statistics "
+            "from --calibration, good parts decoded as the daemon decodes them), then guard it: "
+            "both models score the good parts (and --abnormal, if given) through the daemon's own "
+            "scorer. With --abnormal the image AUROC may drop by at most --max-auroc-drop; without, "
+            "the INT8 scores must rank the good parts like the original (Spearman's rho >= "
+            "--min-rank-correlation) and reject at most --max-frr-rise more of them at the "
+            "original threshold. A refused model is not written (exit 1, the figures say why). An "
+            "accepted one is re-calibrated with the original card's threshold policy; model.json "
+            "records export_precision int8 and the guard's figures (extra.quantization)."
+        ),
+        epilog="Example: inspectd quantize --model /srv/inspectd/model --calibration /data/good "
+        "--abnormal /data/bad --output /srv/inspectd/model-int8",
+    )
+    quantize.add_argument("--model", required=True, type=Path, metavar="DIR", help="the export to quantise")
+    quantize.add_argument(
+        "--calibration", required=True, type=Path, metavar="DIR", help="good parts (a few hundred)"
+    )
+    quantize.add_argument(
+        "--output", required=True, type=Path, metavar="DIR", help="new folder for the INT8 export"
+    )
+    quantize.add_argument("--abnormal", type=Path, metavar="DIR", help="defective parts for the AUROC guard")
+    quantize.add_argument(
+        "--max-auroc-drop", type=float, default=0.01, help="largest AUROC drop accepted (default 0.01)"
+    )
+    quantize.add_argument(
+        "--min-rank-correlation",
+        type=float,
+        default=0.95,
+        help="without --abnormal: smallest Spearman rho with the original scores (default 0.95)",
+    )
+    quantize.add_argument(
+        "--max-frr-rise",
+        type=float,
+        default=0.02,
+        help="without --abnormal: most extra false rejects at the original threshold (default 0.02)",
+    )
+    quantize.add_argument("--overwrite", action="store_true", help="replace what is in --output")
+    quantize.set_defaults(handler=cmd_quantize)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from training.quantize import QuantizeOptions, quantize
+
+    options = QuantizeOptions(
+        model=args.model,
+        calibration=args.calibration,
+        output=args.output,
+        abnormal=args.abnormal,
+        max_auroc_drop=args.max_auroc_drop,
+        min_rank_correlation=args.min_rank_correlation,
+        max_frr_rise=args.max_frr_rise,
+        overwrite=args.overwrite,
+    )
+    card = quantize(options, say=lambda text: print(text, file=sys.stderr))
+    guard = card.extra["quantization"]["guard"]
+    print(
+        f"quantize: INT8 export written to {args.output} (model {card.model_id}, threshold "
+        f"{card.threshold:.4f}); inference {guard['fp_ms_per_image']} -> {guard['int8_ms_per_image']} "
+        f"ms/image; guard: {json.dumps({k: v for k, v in guard.items() if k not in ('passed', 'reason')})}"
+    )
     return 0

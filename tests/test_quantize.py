@@ -1,0 +1,58 @@
+"""``inspectd quantize`` on the tiny model: a loadable INT8 export that ranks parts like the
+original, and nothing written when the guard refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon.cli import main
+from inspectd.card import read_card
+from inspectd.export import XML_IN_EXPORT
+from inspectd.scorer import Model
+from training.quantize import spearman
+
+
+@pytest.mark.timeout(900)
+def test_quantize_writes_an_int8_export_the_daemon_loads(
+    tiny_model: Path, surface_set: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    normal, abnormal = surface_set
+    out = tmp_path / "int8"
+    args = ["quantize", "--model", str(tiny_model), "--calibration", str(normal), "--output", str(out)]
+    assert main([*args, "--abnormal", str(abnormal), "--max-auroc-drop", "0.2"]) == 0
+    assert "INT8 export written" in capsys.readouterr().out
+    card = read_card(out / XML_IN_EXPORT)  # the card's model_id matches the new IR
+    original = read_card(tiny_model / XML_IN_EXPORT)
+    assert card.model_id != original.model_id
+    assert card.extra["export_precision"] == "int8"
+    guard = card.extra["quantization"]["guard"]
+    assert guard["passed"] and guard["n_normal"] == 10 and guard["n_abnormal"] == 6
+    assert card.extra["quantized_from"]["model_id"] == original.model_id
+    assert (out / "train_hashes.txt").read_text() == (tiny_model / "train_hashes.txt").read_text()
+    # the IR holds INT8 weights
+    assert "i8" in (out / XML_IN_EXPORT).read_text() or "u8" in (out / XML_IN_EXPORT).read_text()
+    images = sorted(normal.glob("*.png")) + sorted(abnormal.glob("*.png"))
+    fp = [Model(tiny_model, tmp_path / "c1").score(p).score for p in images]
+    q = [Model(out, tmp_path / "c2").score(p).score for p in images]
+    assert spearman(fp, q) >= 0.8, (fp, q)
+
+
+@pytest.mark.timeout(900)
+def test_a_refused_int8_model_is_not_written(
+    tiny_model: Path, surface_set: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    normal, abnormal = surface_set
+    out = tmp_path / "int8"
+    args = ["quantize", "--model", str(tiny_model), "--calibration", str(normal), "--output", str(out)]
+    assert main([*args, "--min-rank-correlation", "1.01"]) == 1  # impossible: refused
+    err = capsys.readouterr().err
+    assert "refused, nothing written" in err and "rank correlation" in err
+    assert not out.exists()
+    assert main([*args, "--abnormal", str(abnormal), "--max-auroc-drop", "-1"]) == 1
+    assert "--max-auroc-drop -1" in capsys.readouterr().err
+    assert not out.exists()
+    (tmp_path / "few").mkdir()
+    assert main([*args[:3], "--calibration", str(tmp_path / "few"), "--output", str(out)]) == 1
+    assert "give at least 10 good parts" in capsys.readouterr().err

@@ -1,0 +1,240 @@
+"""``inspectd quantize``: an INT8 copy of an existing export, written only if it scores like the
+original.
+
+NNCF's post-training quantisation (``nncf.quantize``) on the OpenVINO IR, with activation
+statistics from the user's good parts decoded the way the daemon decodes them. Then the guard
+scores a validation set with both models through the daemon's own scorer:
+
+- with ``--abnormal``: the image AUROC may drop by at most ``--max-auroc-drop``;
+- without: the INT8 scores must rank the good parts like the original (Spearman's rho at least
+  ``--min-rank-correlation``) and reject at most ``--max-frr-rise`` more of them at the original
+  threshold.
+
+A refused model is never written. An accepted one gets its threshold re-calibrated on its own
+scores with the original card's policy, and the card records ``extra.export_precision = int8``
+and the guard's figures. The daemon loads it like any other export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspectd.card import ModelCard, compute_model_id, read_card, write_card
+from inspectd.errors import InspectdError
+from inspectd.export import HASHES_NAME, XML_IN_EXPORT, locate_xml
+from inspectd.imaging import decode_rgb
+from inspectd.scorer import Model
+from training.calibrate import choose_threshold, default_policy, parse_policy, validation_figures
+from training.errors import TrainingError
+from training.images import list_images, readable
+from training.metrics import auroc
+
+MIN_CALIBRATION_IMAGES = 10
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    model: Path
+    calibration: Path  # good parts: NNCF's statistics and the guard's normals
+    output: Path
+    abnormal: Path | None = None
+    max_auroc_drop: float = 0.01
+    min_rank_correlation: float = 0.95
+    max_frr_rise: float = 0.02
+    subset_size: int = 300  # NNCF's statistics sample
+    overwrite: bool = False
+
+
+def quantize(o: QuantizeOptions, say: Callable[[str], None] = lambda _: None) -> ModelCard:
+    """Write the INT8 export to ``o.output`` and return its card, or raise TrainingError."""
+    xml = locate_xml(o.model)
+    card = read_card(xml)
+    normals = _images(o.calibration, "--calibration")
+    abnormals = _images(o.abnormal, "--abnormal") if o.abnormal else []
+    if len(normals) < MIN_CALIBRATION_IMAGES:
+        raise TrainingError(
+            f"--calibration {o.calibration}: {len(normals)} image(s); give at least "
+            f"{MIN_CALIBRATION_IMAGES} good parts (a few hundred is better)"
+        )
+    _check_output(o)
+    say(f"quantize: statistics from {min(len(normals), o.subset_size)} of {len(normals)} good parts")
+    with tempfile.TemporaryDirectory(prefix="inspectd-quantize-") as tmp:
+        work = Path(tmp)
+        staged = work / "export"
+        int8_xml = _quantized_ir(xml, card, normals, o.subset_size, staged / XML_IN_EXPORT)
+        _copy_side_files(xml, staged)
+        provisional = dataclasses.replace(card, model_id=compute_model_id(int8_xml))
+        write_card(staged, provisional)
+        say(f"quantize: guard: scoring {len(normals)} good and {len(abnormals)} defective parts twice")
+        fp, fp_ms = _scores(xml, [*normals, *abnormals], work / "cache-fp")
+        q, q_ms = _scores(int8_xml, [*normals, *abnormals], work / "cache-int8")
+        n = len(normals)
+        guard = guard_figures(o, card.threshold, Scored(fp[:n], fp[n:]), Scored(q[:n], q[n:]))
+        guard.update(fp_ms_per_image=round(fp_ms, 1), int8_ms_per_image=round(q_ms, 1))
+        if not guard["passed"]:
+            raise TrainingError(f"quantize: the INT8 model is refused, nothing written: {guard['reason']}")
+        policy = _policy(card, bool(abnormals))
+        threshold = choose_threshold(policy, q[:n], q[n:])
+        final = dataclasses.replace(
+            provisional,
+            threshold=threshold,
+            threshold_policy=str(policy),
+            validation=validation_figures(policy, threshold, q[:n], q[n:]),
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            extra={
+                **card.extra,
+                "export_precision": "int8",
+                "quantized_from": {"model_id": card.model_id, "threshold": card.threshold},
+                "quantization": {"tool": f"nncf {_nncf_version()}", "guard": guard},
+            },
+        )
+        write_card(staged, final)
+        _publish(staged, o.output, o.overwrite)
+    return final
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One model's scores of the guard's good and defective parts."""
+
+    normal: Sequence[float]
+    abnormal: Sequence[float]
+
+
+def guard_figures(o: QuantizeOptions, threshold: float, fp: Scored, q: Scored) -> dict[str, Any]:
+    """How far the INT8 scores moved from the original ones, and whether that is acceptable."""
+    fp_normal, fp_abnormal, q_normal, q_abnormal = fp.normal, fp.abnormal, q.normal, q.abnormal
+    rho = spearman(fp_normal, q_normal)
+    frr_fp = float(np.mean(np.asarray(fp_normal) >= threshold))
+    frr_q = float(np.mean(np.asarray(q_normal) >= threshold))
+    figures: dict[str, Any] = {
+        "n_normal": len(fp_normal),
+        "n_abnormal": len(fp_abnormal),
+        "rank_correlation_normal": round(rho, 4),
+        "frr_at_original_threshold": {"fp": frr_fp, "int8": frr_q},
+    }
+    if fp_abnormal:
+        before, after = auroc(fp_normal, fp_abnormal), auroc(q_normal, q_abnormal)
+        drop = before - after
+        figures.update(auroc_fp=round(before, 4), auroc_int8=round(after, 4), auroc_drop=round(drop, 4))
+        ok = drop <= o.max_auroc_drop
+        why = (
+            f"image AUROC {before:.4f} -> {after:.4f}, a drop of {drop:.4f} > --max-auroc-drop "
+            f"{o.max_auroc_drop}"
+        )
+    else:
+        ok = rho >= o.min_rank_correlation and frr_q - frr_fp <= o.max_frr_rise
+        why = (
+            f"rank correlation with the original scores {rho:.4f} (--min-rank-correlation "
+            f"{o.min_rank_correlation}), false rejects at the original threshold {frr_fp:.3f} -> "
+            f"{frr_q:.3f} (--max-frr-rise {o.max_frr_rise})"
+        )
+    figures.update(passed=bool(ok), reason=None if ok else why)
+    return figures
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation (ties get their mean rank)."""
+    from scipy.stats import spearmanr
+
+    if len(a) < 2 or np.ptp(np.asarray(a)) == 0 or np.ptp(np.asarray(b)) == 0:
+        return 1.0 if list(a) == list(b) else 0.0
+    return float(spearmanr(a, b).statistic)
+
+
+def _images(folder: Path, flag: str) -> list[Path]:
+    if not folder.is_dir():
+        raise TrainingError(f"{flag} {folder} is not a folder")
+    return [readable(p) for p in list_images(folder)]
+
+
+def _check_output(o: QuantizeOptions) -> None:
+    if o.output.exists() and not o.output.is_dir():
+        raise TrainingError(f"--output {o.output} exists and is not a folder")
+    if o.output.resolve() == Path(o.model).resolve():
+        raise TrainingError("--output must be a new folder, not the export being quantised")
+    if o.output.is_dir() and any(o.output.iterdir()) and not o.overwrite:
+        raise TrainingError(f"--output {o.output} is not empty; choose a new folder (or pass --overwrite)")
+
+
+def _quantized_ir(xml: Path, card: ModelCard, images: list[Path], subset: int, out: Path) -> Path:
+    import nncf
+    import openvino as ov
+
+    height, width = card.image_size
+    tensors = []
+    for path in images[:subset]:
+        try:
+            pixels = decode_rgb(path, shrink_to=(width, height))
+        except InspectdError as exc:
+            raise TrainingError(f"--calibration: {path.name}: {exc}") from exc
+        tensors.append(
+            np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])
+        )  # as OpenVINOInferencer feeds it
+    model = ov.Core().read_model(xml)
+    quantized = nncf.quantize(model, nncf.Dataset(tensors), subset_size=len(tensors))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantized, out, compress_to_fp16=False)
+    return out
+
+
+def _copy_side_files(xml: Path, staged: Path) -> None:
+    for folder in (xml.parent, *xml.parents[:3]):
+        if (folder / HASHES_NAME).is_file():
+            shutil.copy2(folder / HASHES_NAME, staged / HASHES_NAME)
+            return
+
+
+def _scores(xml: Path, paths: list[Path], cache: Path) -> tuple[list[float], float]:
+    """Scores through the daemon's scorer, and the mean inference ms per image."""
+    try:
+        model = Model(xml, cache)
+    except InspectdError as exc:
+        raise TrainingError(f"cannot load {xml}: {exc}") from exc
+    scores, ms = [], []
+    for path in paths:
+        try:
+            result = model.score(path)
+        except InspectdError as exc:
+            raise TrainingError(f"{path.name}: {exc}") from exc
+        scores.append(result.score)
+        ms.append(result.inference_ms)
+    return scores, float(np.median(ms)) if ms else 0.0
+
+
+def _policy(card: ModelCard, has_abnormal: bool) -> Any:
+    try:
+        policy = parse_policy(card.threshold_policy)
+    except TrainingError:
+        return default_policy(has_abnormal)
+    return policy if has_abnormal or policy.name != "f1" else default_policy(False)
+
+
+def _publish(staged: Path, output: Path, overwrite: bool) -> None:
+    """Move the finished export into place; an old one is replaced only with ``overwrite``."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.exists():
+        if not overwrite and any(output.iterdir()):
+            raise TrainingError(f"--output {output} is not empty")
+        old = output.with_name(f".{output.name}.old-{time.time_ns()}")
+        output.rename(old)
+        shutil.copytree(staged, output)
+        shutil.rmtree(old)
+    else:
+        shutil.copytree(staged, output)
+
+
+def _nncf_version() -> str:
+    import nncf
+
+    return str(nncf.__version__)
