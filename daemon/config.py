@@ -45,6 +45,8 @@ class PathsConfig(_Frozen):
     state: Path = Path("var/state")
     # OpenVINO compile cache; None = state/openvino_cache. Under systemd: CacheDirectory (/var/cache/...).
     cache: Path | None = None
+    # Anomaly-map overlays (outputs.heatmaps); None = heatmaps/ beside each line's rejected/.
+    heatmaps: Path | None = None
 
 
 class DatabaseConfig(_Frozen):
@@ -84,6 +86,12 @@ class LinePaths(_Frozen):
     accepted: Path
     rejected: Path
     quarantine: Path
+    heatmaps: Path | None = None  # filled in at load: heatmaps/ beside rejected/ unless set
+
+
+class OutputsConfig(_Frozen):
+    # Anomaly-map overlay PNGs in paths.heatmaps for rejected parts, every judged part, or none.
+    heatmaps: Literal["rejected", "all", "off"] = "rejected"
 
 
 class LineModel(ModelConfig):
@@ -164,6 +172,7 @@ class Config(_Frozen):
     limits: LimitsConfig = LimitsConfig()
     metrics: MetricsConfig | None = None
     retention: RetentionConfig | None = None
+    outputs: OutputsConfig = OutputsConfig()
     # `inspectd stats --by shift`; default: one shift "day" from 00:00 (a shift is a calendar day).
     shifts: tuple[ShiftConfig, ...] = DEFAULT_SHIFTS
     source: Path = Field(default=Path("config.yaml"), exclude=True)
@@ -224,7 +233,7 @@ def _line_entries(raw: dict[str, Any]) -> Any:
     """Each line as written, with the top-level sections as its defaults (the single-line form
     is one line named ``default`` made of the top-level sections alone)."""
     defaults = {section: raw.get(section) or {} for section in LINE_SECTIONS}
-    defaults["paths"] = {k: v for k, v in defaults["paths"].items() if k in LINE_PATHS}
+    defaults["paths"] = {k: v for k, v in defaults["paths"].items() if k in (*LINE_PATHS, "heatmaps")}
     entries = raw.get("lines", [{"name": DEFAULT_LINE}])
     if not isinstance(entries, list) or not entries:
         return entries  # pydantic names the problem
@@ -293,7 +302,12 @@ def _resolve(config: Config, base: Path, source: Path) -> Config:
         line.model_copy(
             update={
                 "paths": line.paths.model_copy(
-                    update={key: absolute(getattr(line.paths, key)) for key in LINE_PATHS}
+                    update={
+                        **{key: absolute(getattr(line.paths, key)) for key in LINE_PATHS},
+                        "heatmaps": absolute(line.paths.heatmaps)
+                        if line.paths.heatmaps is not None
+                        else absolute(line.paths.rejected).parent / "heatmaps",
+                    }
                 ),
                 "model": line.model.model_copy(update={"path": absolute(line.model.path)}),
             }

@@ -8,7 +8,7 @@ anomalib's pre/post-processing and only moves that cache under inspectd's state 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,10 @@ class Score:
     score: float
     inference_ms: float
     decode_ms: float
+    # What the heatmap overlay is drawn from: the pixels the model saw (HxWx3 in [0, 1], at most
+    # the input size for larger images) and the anomaly map (normalised like the score).
+    pixels: NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
+    anomaly_map: NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
 
 
 def cpu_precisions() -> list[str]:
@@ -137,4 +141,5 @@ class Model:
         t2 = time.perf_counter()
         if not np.isfinite(value):
             raise InferenceFailed(f"model returned a non-finite score ({value})")
-        return Score(score=value, inference_ms=(t2 - t1) * 1000, decode_ms=(t1 - t0) * 1000), heat
+        timed = Score(value, (t2 - t1) * 1000, (t1 - t0) * 1000, pixels=image, anomaly_map=heat)
+        return timed, heat

@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.engine import Engine
@@ -60,6 +61,13 @@ class Store:
             row = session.get(Inspection, row_id)
             if row is not None:
                 row.moved_at = when
+
+    def set_heatmap(self, row_id: int, path: Path) -> None:
+        """Record the overlay written for a row (outputs.heatmaps); from the heatmap thread."""
+        with self.session() as session:
+            row = session.get(Inspection, row_id)
+            if row is not None:
+                row.heatmap_path = str(path)
 
     def unmoved(self, owner: Owner) -> list[Inspection]:
         """``owner``'s rows whose file move may not have finished (a crash between the two).

@@ -37,6 +37,7 @@ from daemon.fs import FileSignature, FileSystem
 from daemon.intake.claims import Claimed, Claims
 from daemon.intake.settle import Arrivals, Kind
 from daemon.judge.filer import Filer, PendingMove
+from daemon.judge.heatmaps import Overlay, overlay_name
 from daemon.names import display_name, free_name, safe_name
 from daemon.retry import Retries
 from inspectd.errors import InferenceFailed, ModelError, UnreadableImage
@@ -46,6 +47,10 @@ Outcome = Literal["accepted", "rejected", "quarantined", "idle", "vanished", "de
 SWAPPED = (errno.ELOOP, errno.EINVAL)  # open_regular met a symlink or FIFO where a file was
 RECOVERY = "recovery"  # the retries key of the start-up recovery
 DEFAULT_INSTANCE = "local"
+
+
+class HeatmapSink(Protocol):
+    def submit(self, overlay: Overlay) -> bool: ...
 
 
 class Scorer(Protocol):
@@ -90,6 +95,10 @@ class Pipeline:
     instance: str = DEFAULT_INSTANCE  # with the host, the daemon that owns its rows and claims
     line: str = "default"
     fs: FileSystem = field(default_factory=FileSystem)
+    # Anomaly-map overlays: where they go, for which verdicts, and the thread that writes them.
+    heatmaps: HeatmapSink | None = None
+    heatmap_dir: Path | None = None
+    heatmap_statuses: tuple[str, ...] = ()
     claims: Claims = field(init=False)
     filer: Filer = field(init=False)
     retries: Retries[Path | str] = field(init=False)  # by inbox or claim path, and RECOVERY
@@ -290,6 +299,8 @@ class Pipeline:
         self._log(row)
         pending = PendingMove(row.id, claimed.path, final, status, "move", row.filename)
         state = self.filer.file(pending)
+        if score is not None and status in self.heatmap_statuses:
+            self._overlay(row, source, score)
         return StepResult(
             status,  # type: ignore[arg-type]
             source,
@@ -298,6 +309,18 @@ class Pipeline:
             pending.dst if state == "done" else None,
             error,
         )
+
+    def _overlay(self, row: Inspection, source: Path, score: Score) -> None:
+        if self.heatmaps is None or self.heatmap_dir is None:
+            return
+        if score.pixels is None or score.anomaly_map is None:
+            return
+        try:
+            sub = source.parent.relative_to(self.inbox)
+        except ValueError:
+            sub = Path()
+        target = overlay_name(self.heatmap_dir, sub, row.id, row.filename)
+        self.heatmaps.submit(Overlay(row.id, self.line, target, score.pixels, score.anomaly_map))
 
     def _folder_for(self, status: str, source: Path) -> Path:
         """The destination folder, mirroring the inbox sub-folder the image arrived in."""

@@ -17,6 +17,7 @@ from daemon.db.store import Store
 from daemon.errors import ConfigError
 from daemon.intake.settle import Arrivals
 from daemon.intake.watcher import InboxWatcher
+from daemon.judge.heatmaps import HeatmapWriter
 from daemon.judge.pipeline import Destinations, Pipeline, StepResult
 from daemon.run.model_watch import Fingerprint, ModelWatch
 from daemon.web.metrics import MeteredScorer, Metrics
@@ -35,6 +36,9 @@ def make_watcher(line: LineConfig) -> InboxWatcher:
     )
 
 
+HEATMAP_STATUSES = {"rejected": ("rejected",), "all": ("accepted", "rejected"), "off": ()}
+
+
 def load_model(line: LineConfig, cache_dir: Path, max_pixels: int) -> Model:
     return Model(line.model.path, cache_dir, line.model.device, max_pixels, line.model.precision)
 
@@ -51,6 +55,7 @@ class Line:
         key: str,
         instance: str,
         beat: Callable[[], None] = lambda: None,
+        heatmaps: str = "rejected",
     ) -> None:
         """``key`` names the line in configuration errors (``model`` or ``lines.2.model``);
         ``beat`` tells systemd the loop is alive while a model compiles."""
@@ -65,6 +70,7 @@ class Line:
             raise ConfigError(f"{key}: {exc}") from None
         self.model_watch = ModelWatch(config.model.path, config.model.check_seconds, time.monotonic())
         self.watcher = make_watcher(config)
+        self.heatmaps = HeatmapWriter(store.set_heatmap) if heatmaps != "off" else None
         self.pipeline = Pipeline(
             events=self.watcher.events,
             arrivals=Arrivals(config.watch.settle_ms / 1000, expect_close=self.watcher.reports_close),
@@ -75,6 +81,9 @@ class Line:
             inbox=config.paths.inbox,
             instance=instance,
             line=config.name,
+            heatmaps=self.heatmaps,
+            heatmap_dir=config.paths.heatmaps,
+            heatmap_statuses=HEATMAP_STATUSES[heatmaps],
         )
 
     @property
@@ -86,6 +95,8 @@ class Line:
         return config.model.threshold if config.model.threshold is not None else model.card.threshold
 
     def start(self) -> None:
+        if self.heatmaps is not None:
+            self.heatmaps.start()
         self.watcher.start()
         self.metrics.set_model(
             self.name, self.model.model_id, self.model.card.teacher, self.pipeline.threshold
@@ -111,6 +122,8 @@ class Line:
     def stop(self) -> None:
         self.watcher.stop()
         self.pipeline.release()
+        if self.heatmaps is not None:
+            self.heatmaps.stop()
         self.pipeline.claims.tidy()
 
     def _publish_model(self) -> None:

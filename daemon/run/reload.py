@@ -25,7 +25,7 @@ from daemon.web.metrics import Metrics
 from inspectd.errors import ModelError
 from inspectd.scorer import Model
 
-RESTART_SECTIONS = ("paths", "database", "metrics")
+RESTART_SECTIONS = ("paths", "database", "metrics", "outputs")
 RESTART_KEYS = ("watch.observer", "watch.recursive")
 LINE_RESTART = ("paths", "watch.observer", "watch.recursive")
 
@@ -177,9 +177,10 @@ class LiveChanges:
     def start_retention(self, config: Config) -> Retention:
         assert config.retention is not None
         folders = [
-            getattr(line.paths, key)
+            folder
             for line in config.lines
-            for key in ("accepted", "rejected", "quarantine")
+            for key in ("accepted", "rejected", "quarantine", "heatmaps")
+            if (folder := getattr(line.paths, key)) is not None
         ]
         retention = Retention(self.store, sorted(set(folders)), config.retention)
         retention.start()

@@ -1,7 +1,7 @@
 """Prune old result rows and judged images on a background thread, never blocking judging.
 
 Only regular files (and quarantined symlinks, never their targets) directly inside the accepted/,
-rejected/ and quarantine/ folders are ever deleted. A file's age counts from the later of its mtime
+rejected/, quarantine/ and heatmaps/ folders are ever deleted. A file's age counts from the later of its mtime
 and ctime: the ctime changes when the daemon moves the file in, so an image from a camera whose
 clock is years behind (or one that sat in a backlog) is not deleted the moment it is judged. Rows
 go in small transactions so the loop's writes wait at most milliseconds; rows whose move has not

@@ -82,6 +82,7 @@ class Daemon(LiveChanges):
                 key=config.key(index, "model"),
                 instance=instance,
                 beat=notifier.watchdog,
+                heatmaps=config.outputs.heatmaps,
             )
             for index, line in enumerate(config.lines)
         ]

@@ -29,6 +29,8 @@ def prepare_folders(config: Config) -> None:
     folders: list[tuple[str, Path]] = [("paths.state", config.paths.state)]
     for index, line in enumerate(config.lines):
         folders += [(config.key(index, f"paths.{key}"), getattr(line.paths, key)) for key in LINE_PATHS]
+        if config.outputs.heatmaps != "off" and line.paths.heatmaps is not None:
+            folders.append((config.key(index, "paths.heatmaps"), line.paths.heatmaps))
     for key, folder in folders:
         _writable_folder(key, folder)
     for index, line in enumerate(config.lines):
