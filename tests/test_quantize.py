@@ -56,3 +56,32 @@ def test_a_refused_int8_model_is_not_written(
     (tmp_path / "few").mkdir()
     assert main([*args[:3], "--calibration", str(tmp_path / "few"), "--output", str(out)]) == 1
     assert "give at least 10 good parts" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(900)
+def test_train_precision_int8_exports_through_the_same_guard(
+    surface_set: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from training.fit import train
+    from training.options import TrainOptions
+
+    normal, abnormal = surface_set
+    warnings: list[str] = []
+    card = train(
+        TrainOptions(
+            normal,
+            tmp_path / "m",
+            abnormal_dir=abnormal,
+            max_steps=2,
+            teacher="random",
+            export_precision="int8",
+        ),
+        warn=warnings.append,
+    )
+    on_disk = read_card(tmp_path / "m" / XML_IN_EXPORT)  # the card matches the IR that is there
+    assert on_disk == card
+    if card.extra["export_precision"] == "int8":
+        assert card.extra["quantization"]["guard"]["passed"] and not warnings
+    else:  # the guard refused: the fp32 export stays, and the user is told
+        assert "int8_refused" in card.extra and any("fp32 export is kept" in w for w in warnings)
+    assert Model(tmp_path / "m", tmp_path / "cache").score(sorted(abnormal.glob("*.png"))[0]).score >= 0

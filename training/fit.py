@@ -7,6 +7,7 @@ normalisation and the score scale inside the graph) plus ``OUTPUT/model.json`` a
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import signal
 import sys
@@ -78,7 +79,31 @@ def train(options: TrainOptions, *, warn: Callable[[str], None] | None = None) -
         shutil.rmtree(output / CHECKPOINTS, ignore_errors=True)
     card = _card(recipe, run)
     write_card(output, card)
+    if options.export_precision == "int8":
+        card = _to_int8(recipe, card, warn or _warn_to_stderr)
     return card
+
+
+def _to_int8(recipe: Recipe, card: ModelCard, warn: Callable[[str], None]) -> ModelCard:
+    """Quantise the fresh fp32 export in place through ``inspectd quantize``'s guard; when the
+    guard refuses, the fp32 export stays (a usable model after a long fit) and the card says so."""
+    from training.quantize import QuantizeOptions, quantize
+
+    o = recipe.options
+    with tempfile.TemporaryDirectory(prefix="inspectd-int8-", dir=o.output) as tmp:
+        staged = Path(tmp) / "int8"
+        try:
+            int8 = quantize(QuantizeOptions(o.output, o.normal_dir, staged, abnormal=o.abnormal_dir))
+        except TrainingError as exc:
+            warn(f"{exc}; the fp32 export is kept")
+            extra = {**card.extra, "export_precision": "fp32", "int8_refused": str(exc)}
+            kept = dataclasses.replace(card, extra=extra)
+            write_card(o.output, kept)
+            return kept
+        for name in (XML_IN_EXPORT, XML_IN_EXPORT.with_suffix(".bin")):
+            (staged / name).replace(o.output / name)
+        write_card(o.output, int8)
+    return int8
 
 
 def _card(recipe: Recipe, run: _Run) -> ModelCard:

@@ -12,7 +12,7 @@ MODEL_SIZES = ("small", "medium")
 TEACHER_CHOICES_HELP = "auto | random | PATH"
 DEFAULT_CHECKPOINT_EVERY = 100  # ~4 min of training between checkpoints at ~2.2 s/step
 DEFAULT_OPSET = 18
-EXPORT_PRECISIONS = ("fp32", "fp16")
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 # The CLI's wall-clock cap on training: with statistics, calibration and export after it, a default
 # run ends within 30 minutes even on a busier or slower CPU than the one measured above.
 DEFAULT_MAX_MINUTES = 26.0
