@@ -191,7 +191,7 @@ def raw_best(
     return best_ips, best, 1000.0 / sync[0] if sync else 1000.0 / best_ips
 
 
-def _daemon_config(root: Path, model: Path) -> Path:
+def daemon_config(root: Path, model: Path) -> Path:
     data = {
         "paths": {
             "inbox": "inbox",
@@ -210,7 +210,7 @@ def _daemon_config(root: Path, model: Path) -> Path:
     return path
 
 
-def _decided(db: Path) -> list[tuple[str, dt.datetime]]:
+def decided(db: Path) -> list[tuple[str, dt.datetime]]:
     if not db.exists():
         return []
     with sqlite3.connect(db, timeout=10) as conn:
@@ -226,7 +226,7 @@ def _utc(text: str) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-def _wait(check: Callable[[], bool], timeout: float, proc: subprocess.Popen[bytes]) -> None:
+def wait_for(check: Callable[[], bool], timeout: float, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if proc.poll() is not None:
@@ -238,7 +238,7 @@ def _wait(check: Callable[[], bool], timeout: float, proc: subprocess.Popen[byte
 
 def daemon_run(model: Path, paths: list[Path], work: Path) -> tuple[float, list[float], float]:
     """(images/s draining a backlog, low-rate latencies in ms, peak RSS in MB) of ``inspectd run``."""
-    config = _daemon_config(work, model)
+    config = daemon_config(work, model)
     inbox, db = work / "inbox", work / "bench.db"
     inbox.mkdir()
     for path in paths:  # the backlog is there before the daemon starts
@@ -251,19 +251,19 @@ def daemon_run(model: Path, paths: list[Path], work: Path) -> tuple[float, list[
         cwd=work,
     )
     try:
-        _wait(lambda: len(_decided(db)) >= len(paths), 60 + 5 * len(paths), proc)
-        times = sorted(t for _, t in _decided(db))
+        wait_for(lambda: len(decided(db)) >= len(paths), 60 + 5 * len(paths), proc)
+        times = sorted(t for _, t in decided(db))
         drain_ips = _ips(len(times) - 1, (times[-1] - times[0]).total_seconds())
         latencies = []
         for i, path in enumerate(paths[:LATENCY_IMAGES]):
             target = inbox / f"late{i:02d}{path.suffix}"
             staged = inbox / f".{target.name}.part"
             shutil.copy(path, staged)
-            before = len(_decided(db))
+            before = len(decided(db))
             closed = dt.datetime.now(dt.timezone.utc)
             staged.rename(target)
-            _wait(functools.partial(_more_than, db, before), 60, proc)
-            latencies.append((_decided(db)[-1][1] - closed).total_seconds() * 1000)
+            wait_for(functools.partial(_more_than, db, before), 60, proc)
+            latencies.append((decided(db)[-1][1] - closed).total_seconds() * 1000)
             time.sleep(0.2)
         peak = _peak_rss_mb(proc.pid)
     finally:
@@ -277,7 +277,7 @@ def daemon_run(model: Path, paths: list[Path], work: Path) -> tuple[float, list[
 
 
 def _more_than(db: Path, count: int) -> bool:
-    return len(_decided(db)) > count
+    return len(decided(db)) > count
 
 
 def _peak_rss_mb(pid: int) -> float:
