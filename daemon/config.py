@@ -32,6 +32,7 @@ class _Frozen(BaseModel):
 
 DEFAULT_LINE = "default"
 LINE_PATHS = ("inbox", "accepted", "rejected", "quarantine")
+OPTIONAL_LINE_PATHS = ("heatmaps", "review")  # default: a folder of that name beside rejected/
 LINE_SECTIONS = ("paths", "model", "watch")
 LINE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -47,6 +48,9 @@ class PathsConfig(_Frozen):
     cache: Path | None = None
     # Anomaly-map overlays (outputs.heatmaps); None = heatmaps/ beside each line's rejected/.
     heatmaps: Path | None = None
+    # Accepted parts held while the drift alarm is latched (drift.action hold); None = review/
+    # beside each line's rejected/.
+    review: Path | None = None
 
 
 class DatabaseConfig(_Frozen):
@@ -87,6 +91,15 @@ class LinePaths(_Frozen):
     rejected: Path
     quarantine: Path
     heatmaps: Path | None = None  # filled in at load: heatmaps/ beside rejected/ unless set
+    review: Path | None = None  # filled in at load: review/ beside rejected/ unless set
+
+
+class DriftConfig(_Frozen):
+    # alarm: gauges and log lines; hold: also file accepted parts into paths.review from the first
+    # alarm until `systemctl reload`; off: no drift check.
+    action: Literal["alarm", "hold", "off"] = "alarm"
+    window: int = Field(default=200, ge=20, le=100_000)  # accepted parts compared each time
+    alpha: float = Field(default=0.001, gt=0, lt=0.5)  # false-alarm probability per check
 
 
 class OutputsConfig(_Frozen):
@@ -173,6 +186,7 @@ class Config(_Frozen):
     metrics: MetricsConfig | None = None
     retention: RetentionConfig | None = None
     outputs: OutputsConfig = OutputsConfig()
+    drift: DriftConfig = DriftConfig()
     # `inspectd stats --by shift`; default: one shift "day" from 00:00 (a shift is a calendar day).
     shifts: tuple[ShiftConfig, ...] = DEFAULT_SHIFTS
     source: Path = Field(default=Path("config.yaml"), exclude=True)
@@ -233,7 +247,9 @@ def _line_entries(raw: dict[str, Any]) -> Any:
     """Each line as written, with the top-level sections as its defaults (the single-line form
     is one line named ``default`` made of the top-level sections alone)."""
     defaults = {section: raw.get(section) or {} for section in LINE_SECTIONS}
-    defaults["paths"] = {k: v for k, v in defaults["paths"].items() if k in (*LINE_PATHS, "heatmaps")}
+    defaults["paths"] = {
+        k: v for k, v in defaults["paths"].items() if k in (*LINE_PATHS, *OPTIONAL_LINE_PATHS)
+    }
     entries = raw.get("lines", [{"name": DEFAULT_LINE}])
     if not isinstance(entries, list) or not entries:
         return entries  # pydantic names the problem
@@ -304,9 +320,12 @@ def _resolve(config: Config, base: Path, source: Path) -> Config:
                 "paths": line.paths.model_copy(
                     update={
                         **{key: absolute(getattr(line.paths, key)) for key in LINE_PATHS},
-                        "heatmaps": absolute(line.paths.heatmaps)
-                        if line.paths.heatmaps is not None
-                        else absolute(line.paths.rejected).parent / "heatmaps",
+                        **{
+                            key: absolute(getattr(line.paths, key))
+                            if getattr(line.paths, key) is not None
+                            else absolute(line.paths.rejected).parent / key
+                            for key in OPTIONAL_LINE_PATHS
+                        },
                     }
                 ),
                 "model": line.model.model_copy(update={"path": absolute(line.model.path)}),

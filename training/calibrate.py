@@ -136,6 +136,8 @@ def validation_figures(
         "n_abnormal": len(abnormal),
         "frr": float(np.mean(np.asarray(normal, float) >= threshold)) if normal else None,
         "normal_score_max": max(normal) if normal else None,
+        # the reference the daemon's drift alarm compares accepted parts with
+        "normal_scores": [round(float(x), 6) for x in sorted(normal)],
     }
     if normal and abnormal:
         far, _ = rates_at(normal, abnormal, threshold)

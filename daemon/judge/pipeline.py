@@ -37,7 +37,7 @@ from daemon.fs import FileSignature, FileSystem
 from daemon.intake.claims import Claimed, Claims
 from daemon.intake.settle import Arrivals, Kind
 from daemon.judge.filer import Filer, PendingMove
-from daemon.judge.heatmaps import Overlay, overlay_name
+from daemon.judge.followups import Followups
 from daemon.names import display_name, free_name, safe_name
 from daemon.retry import Retries
 from inspectd.errors import InferenceFailed, ModelError, UnreadableImage
@@ -47,10 +47,6 @@ Outcome = Literal["accepted", "rejected", "quarantined", "idle", "vanished", "de
 SWAPPED = (errno.ELOOP, errno.EINVAL)  # open_regular met a symlink or FIFO where a file was
 RECOVERY = "recovery"  # the retries key of the start-up recovery
 DEFAULT_INSTANCE = "local"
-
-
-class HeatmapSink(Protocol):
-    def submit(self, overlay: Overlay) -> bool: ...
 
 
 class Scorer(Protocol):
@@ -65,6 +61,7 @@ class Destinations:
     accepted: Path
     rejected: Path
     quarantine: Path
+    review: Path | None = None  # accepted parts while the drift hold is latched
 
     def for_status(self, status: str) -> Path:
         return {"accepted": self.accepted, "rejected": self.rejected}.get(status, self.quarantine)
@@ -95,10 +92,8 @@ class Pipeline:
     instance: str = DEFAULT_INSTANCE  # with the host, the daemon that owns its rows and claims
     line: str = "default"
     fs: FileSystem = field(default_factory=FileSystem)
-    # Anomaly-map overlays: where they go, for which verdicts, and the thread that writes them.
-    heatmaps: HeatmapSink | None = None
-    heatmap_dir: Path | None = None
-    heatmap_statuses: tuple[str, ...] = ()
+    # After each verdict: the heatmap overlay and the drift check (daemon.judge.followups).
+    followups: Followups = field(default_factory=Followups)
     claims: Claims = field(init=False)
     filer: Filer = field(init=False)
     retries: Retries[Path | str] = field(init=False)  # by inbox or claim path, and RECOVERY
@@ -268,7 +263,9 @@ class Pipeline:
             status = "rejected" if score.score >= self.threshold else "accepted"
         received_at = dt.datetime.fromtimestamp(claimed.first_seen_wall, dt.timezone.utc)
         decided_at = self.now()
-        final = free_name(self._folder_for(status, source), source.name, self.filer.taken(), self.fs.exists)
+        held = status == "accepted" and self.followups.holding
+        folder = self._folder_for("review" if held else status, source)
+        final = free_name(folder, source.name, self.filer.taken(), self.fs.exists)
         row = Inspection(
             filename=display_name(source.name),
             source_path=display_name(str(source)),
@@ -297,10 +294,9 @@ class Pipeline:
             return self._defer_claimed(claimed, f"database unavailable ({exc.__class__.__name__}: {exc})")
         self.retries.forget(claimed.path)
         self._log(row)
+        self.followups.after(row, self.line, self._sub_path(source), score)
         pending = PendingMove(row.id, claimed.path, final, status, "move", row.filename)
         state = self.filer.file(pending)
-        if score is not None and status in self.heatmap_statuses:
-            self._overlay(row, source, score)
         return StepResult(
             status,  # type: ignore[arg-type]
             source,
@@ -310,26 +306,18 @@ class Pipeline:
             error,
         )
 
-    def _overlay(self, row: Inspection, source: Path, score: Score) -> None:
-        if self.heatmaps is None or self.heatmap_dir is None:
-            return
-        if score.pixels is None or score.anomaly_map is None:
-            return
+    def _sub_path(self, source: Path) -> Path:
+        """The inbox sub-folder an image arrived in (recursive watching), else ``.``."""
         try:
-            sub = source.parent.relative_to(self.inbox)
+            return source.parent.relative_to(self.inbox)
         except ValueError:
-            sub = Path()
-        target = overlay_name(self.heatmap_dir, sub, row.id, row.filename)
-        self.heatmaps.submit(Overlay(row.id, self.line, target, score.pixels, score.anomaly_map))
+            return Path()
 
     def _folder_for(self, status: str, source: Path) -> Path:
         """The destination folder, mirroring the inbox sub-folder the image arrived in."""
-        root = self.destinations.for_status(status)
-        try:
-            rel = source.parent.relative_to(self.inbox)
-        except ValueError:
-            return root
-        return root.joinpath(*(safe_name(part) for part in rel.parts))
+        review = self.destinations.review
+        root = review if status == "review" and review is not None else self.destinations.for_status(status)
+        return root.joinpath(*(safe_name(part) for part in self._sub_path(source).parts))
 
     def _changed(self, claimed: Claimed) -> StepResult:
         logger.info(

@@ -12,11 +12,13 @@ from pathlib import Path
 
 from loguru import logger
 
-from daemon.config import LineConfig, WatchConfig
+from daemon.config import DriftConfig, LineConfig, WatchConfig
 from daemon.db.store import Store
 from daemon.errors import ConfigError
 from daemon.intake.settle import Arrivals
 from daemon.intake.watcher import InboxWatcher
+from daemon.judge.drift import DriftMonitor, DriftState
+from daemon.judge.followups import Followups
 from daemon.judge.heatmaps import HeatmapWriter
 from daemon.judge.pipeline import Destinations, Pipeline, StepResult
 from daemon.run.model_watch import Fingerprint, ModelWatch
@@ -56,6 +58,7 @@ class Line:
         instance: str,
         beat: Callable[[], None] = lambda: None,
         heatmaps: str = "rejected",
+        drift: DriftConfig | None = None,
     ) -> None:
         """``key`` names the line in configuration errors (``model`` or ``lines.2.model``);
         ``beat`` tells systemd the loop is alive while a model compiles."""
@@ -71,20 +74,66 @@ class Line:
         self.model_watch = ModelWatch(config.model.path, config.model.check_seconds, time.monotonic())
         self.watcher = make_watcher(config)
         self.heatmaps = HeatmapWriter(store.set_heatmap) if heatmaps != "off" else None
+        self.drift_config = drift or DriftConfig()
         self.pipeline = Pipeline(
             events=self.watcher.events,
             arrivals=Arrivals(config.watch.settle_ms / 1000, expect_close=self.watcher.reports_close),
             scorer=MeteredScorer(self.model, metrics, config.name),
             store=store,
-            destinations=Destinations(config.paths.accepted, config.paths.rejected, config.paths.quarantine),
+            destinations=Destinations(
+                config.paths.accepted, config.paths.rejected, config.paths.quarantine, config.paths.review
+            ),
             threshold=self.threshold_for(config, self.model),
             inbox=config.paths.inbox,
             instance=instance,
             line=config.name,
-            heatmaps=self.heatmaps,
-            heatmap_dir=config.paths.heatmaps,
-            heatmap_statuses=HEATMAP_STATUSES[heatmaps],
+            followups=Followups(
+                heatmaps=self.heatmaps,
+                heatmap_dir=config.paths.heatmaps,
+                heatmap_statuses=HEATMAP_STATUSES[heatmaps],
+                drift=self.new_drift_monitor(),
+                on_drift=self._drift_checked,
+            ),
         )
+
+    def new_drift_monitor(self) -> DriftMonitor | None:
+        """A fresh window against this model's held-out good-part scores (None: drift is off)."""
+        d = self.drift_config
+        if d.action == "off":
+            return None
+        reference = self.model.card.validation.get("normal_scores")
+        monitor = DriftMonitor(reference, window=d.window, alpha=d.alpha, hold=d.action == "hold")
+        self.metrics.drift_alarm.labels(self.config.name).set(0)
+        return monitor
+
+    def reset_drift(self) -> None:
+        """SIGHUP or a new model: the operator has cleared the alarm (and any hold)."""
+        drift = self.pipeline.followups.drift
+        if drift is not None and drift.state.alarm:
+            logger.info("line {}: drift alarm cleared; a new window starts", self.name)
+        self.pipeline.followups.drift = self.new_drift_monitor()
+
+    def _drift_checked(self, state: DriftState) -> None:
+        line = self.config.name
+        self.metrics.drift_alarm.labels(line).set(1 if state.alarm else 0)
+        self.metrics.drift_statistic.labels(line).set(state.statistic)
+        if not state.changed:
+            return
+        if state.alarm:
+            logger.warning(
+                "line {}: drift alarm: the last {} accepted parts no longer score like the reference "
+                "({}): KS D={:.3f}, p={:.2g}{}",
+                line,
+                self.drift_config.window,
+                drift.reference_source if (drift := self.pipeline.followups.drift) else "-",
+                state.statistic,
+                state.p_value,
+                "; accepted parts now go to review/ until `systemctl reload`" if state.holding else "",
+            )
+        else:
+            logger.info(
+                "line {}: drift alarm cleared: KS D={:.3f}, p={:.2g}", line, state.statistic, state.p_value
+            )
 
     @property
     def name(self) -> str:
@@ -175,6 +224,7 @@ class Line:
         self.pipeline.threshold = self.threshold_for(config, model)
         self._publish_model()
         self.metrics.model_loads.labels(self.name).inc()
+        self.reset_drift()  # the new model's own good-part scores are the reference now
         logger.info(
             "line {}: model {} ({}) now judging, replacing {}; threshold {:.4f}",
             self.name,
@@ -200,6 +250,7 @@ class Line:
         if config.watch != self.config.watch:
             self._apply_watch(config.watch)
         self.config = config
+        self.reset_drift()  # a reload is how an operator clears the alarm and a hold
 
     def _apply_watch(self, watch: WatchConfig) -> None:
         """New watch rules: a fresh watcher (its start-up scan re-finds waiting files); settle is live."""

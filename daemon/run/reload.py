@@ -25,7 +25,7 @@ from daemon.web.metrics import Metrics
 from inspectd.errors import ModelError
 from inspectd.scorer import Model
 
-RESTART_SECTIONS = ("paths", "database", "metrics", "outputs")
+RESTART_SECTIONS = ("paths", "database", "metrics", "outputs", "drift")
 RESTART_KEYS = ("watch.observer", "watch.recursive")
 LINE_RESTART = ("paths", "watch.observer", "watch.recursive")
 

@@ -83,6 +83,7 @@ class Daemon(LiveChanges):
                 instance=instance,
                 beat=notifier.watchdog,
                 heatmaps=config.outputs.heatmaps,
+                drift=config.drift,
             )
             for index, line in enumerate(config.lines)
         ]

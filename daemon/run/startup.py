@@ -31,6 +31,8 @@ def prepare_folders(config: Config) -> None:
         folders += [(config.key(index, f"paths.{key}"), getattr(line.paths, key)) for key in LINE_PATHS]
         if config.outputs.heatmaps != "off" and line.paths.heatmaps is not None:
             folders.append((config.key(index, "paths.heatmaps"), line.paths.heatmaps))
+        if config.drift.action == "hold" and line.paths.review is not None:
+            folders.append((config.key(index, "paths.review"), line.paths.review))
     for key, folder in folders:
         _writable_folder(key, folder)
     for index, line in enumerate(config.lines):

@@ -80,6 +80,18 @@ class Metrics:
             "inspectd_model_reloads", "Models swapped in while running", ["line"], registry=r
         )
         self.model = Info("inspectd_model", "The model judging now", ["line"], registry=r)
+        self.drift_alarm = Gauge(
+            "inspectd_drift_alarm",
+            "1 while accepted parts no longer score like the model's good parts (KS test), else 0",
+            ["line"],
+            registry=r,
+        )
+        self.drift_statistic = Gauge(
+            "inspectd_drift_statistic",
+            "Kolmogorov-Smirnov distance between recent accepted scores and the reference",
+            ["line"],
+            registry=r,
+        )
         self.counts: collections.Counter[str] = collections.Counter()
         self._clock = clock
         self._last_beat = clock()
@@ -91,6 +103,8 @@ class Metrics:
         for kind in ERROR_KINDS:
             self.errors.labels(line, kind)
         self.model_loads.labels(line)
+        self.drift_alarm.labels(line).set(0)
+        self.drift_statistic.labels(line).set(0)
 
     def error(self, line: str, kind: str) -> None:
         self.errors.labels(line, kind).inc()
