@@ -11,6 +11,7 @@ top-level ``paths``, ``model`` and ``watch`` sections.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -32,7 +33,7 @@ class _Frozen(BaseModel):
 
 DEFAULT_LINE = "default"
 LINE_PATHS = ("inbox", "accepted", "rejected", "quarantine")
-OPTIONAL_LINE_PATHS = ("heatmaps", "review")  # default: a folder of that name beside rejected/
+OPTIONAL_LINE_PATHS = ("heatmaps", "review", "retraining")  # default: a folder of that name beside rejected/
 LINE_SECTIONS = ("paths", "model", "watch")
 LINE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -51,6 +52,9 @@ class PathsConfig(_Frozen):
     # Accepted parts held while the drift alarm is latched (drift.action hold); None = review/
     # beside each line's rejected/.
     review: Path | None = None
+    # Captures an operator labels on /review are copied to <retraining>/good|defect/; None =
+    # retraining/ beside each line's rejected/.
+    retraining: Path | None = None
 
 
 class DatabaseConfig(_Frozen):
@@ -92,6 +96,7 @@ class LinePaths(_Frozen):
     quarantine: Path
     heatmaps: Path | None = None  # filled in at load: heatmaps/ beside rejected/ unless set
     review: Path | None = None  # filled in at load: review/ beside rejected/ unless set
+    retraining: Path | None = None  # filled in at load: retraining/ beside rejected/ unless set
 
 
 class DriftConfig(_Frozen):
@@ -132,6 +137,18 @@ class MetricsConfig(_Frozen):
     port: int = Field(ge=0, le=65535)  # 0 = any free port (tests)
     # /healthz answers 503 once the processing loop has not gone round for this long.
     stall_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    # /review answers only with it (?token= or Authorization: Bearer); without one, only on loopback.
+    token: str | None = Field(default=None, min_length=16, max_length=256, pattern=r"^[\x21-\x7e]+$")
+
+
+def is_loopback(host: str) -> bool:
+    """True for names and addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: other machines may resolve it too
 
 
 HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")

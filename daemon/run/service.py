@@ -17,7 +17,7 @@ from types import FrameType
 
 from loguru import logger
 
-from daemon.config import Config
+from daemon.config import Config, is_loopback
 from daemon.db.connect import migrate_when_ready, open_engine
 from daemon.db.store import Store
 from daemon.run.line import Line
@@ -26,6 +26,7 @@ from daemon.run.reload import LiveChanges
 from daemon.run.retention import Retention
 from daemon.run.startup import check_models, instance_id, prepare_folders
 from daemon.web.metrics import Metrics, metrics_routes
+from daemon.web.review import ReviewPage
 from daemon.web.server import WebServer
 
 
@@ -94,7 +95,15 @@ class Daemon(LiveChanges):
         server = None
         if config.metrics is not None:  # bind before any thread starts: a taken port is a start-up error
             m = config.metrics
-            server = WebServer(m.host, m.port, metrics_routes(metrics, m.stall_seconds))
+            review = ReviewPage(
+                store,
+                {line.name: line.config.paths.retraining for line in lines if line.config.paths.retraining},
+                token=m.token,
+                open_without_token=is_loopback(m.host),
+            )
+            server = WebServer(
+                m.host, m.port, {**metrics_routes(metrics, m.stall_seconds), **review.routes()}
+            )
         for line in lines:
             line.start()
         logger.info(
@@ -105,7 +114,12 @@ class Daemon(LiveChanges):
         )
         if server is not None:
             server.start()
-            logger.info("metrics on {}/metrics, health check on {}/healthz", server.url, server.url)
+            logger.info(
+                "metrics on {}/metrics, health check on {}/healthz, review page on {}/review",
+                server.url,
+                server.url,
+                server.url,
+            )
         daemon = cls(
             config,
             lines,
