@@ -144,6 +144,7 @@ def plot(
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a factory PC or in CI
+    from matplotlib import dates as mdates
     from matplotlib import pyplot as plt
 
     figure, (rates, histogram) = plt.subplots(2, 1, figsize=(10, 7.5))
@@ -156,7 +157,8 @@ def plot(
     rates.grid(alpha=0.3)
     if found:
         rates.legend(title="line")
-    figure.autofmt_xdate()
+    rates.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
+    rates.tick_params(axis="x", labelrotation=30)
     for status, colour in (("accepted", "tab:green"), ("rejected", "tab:red")):
         if sample.get(status):
             histogram.hist(sample[status], bins=50, alpha=0.6, color=colour, label=status)
