@@ -56,6 +56,15 @@ def register(commands: Any) -> None:
         "takes 2-10 s/step depending on the CPU and teacher; more steps help, fewer are for "
         "trials (default: %(default)s)",
     )
+    _add_model_options(train)
+    _add_run_options(train)
+    train.set_defaults(handler=cmd_train)
+    _add_evaluate(commands)
+    _add_quantize(commands)
+
+
+def _add_model_options(train: argparse.ArgumentParser) -> None:
+    """Model size, teacher, seed, penalty images, input size, learning rate, arithmetic."""
     train.add_argument(
         "--model-size", choices=MODEL_SIZES, default="small", help="EfficientAD size (default: small)"
     )
@@ -101,10 +110,25 @@ def register(commands: Any) -> None:
         help="arithmetic for training; auto: bf16 on CPUs with AMX, else fp32, which is faster than "
         "bf16 on AVX-512 BF16 without AMX (default: auto)",
     )
-    _add_run_options(train)
-    train.set_defaults(handler=cmd_train)
-    _add_evaluate(commands)
-    _add_quantize(commands)
+
+
+def _add_export_options(train: argparse.ArgumentParser) -> None:
+    """The exported model's weights and the ONNX opset on the way."""
+    train.add_argument(
+        "--precision",
+        choices=EXPORT_PRECISIONS,
+        default="fp32",
+        help="weights of the exported model; fp16 halves the .bin; int8 quantises the export with "
+        "inspectd quantize's guard (AUROC with --abnormal, else rank correlation and FRR; a refused "
+        "INT8 model leaves the fp32 export in place, with a warning) (default: fp32)",
+    )
+    train.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        metavar="N",
+        help="ONNX opset of the intermediate export (default: %(default)s)",
+    )
 
 
 def _add_run_options(train: argparse.ArgumentParser) -> None:
@@ -153,21 +177,7 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue from OUTPUT/checkpoints/last.ckpt; pass the same options as the first run",
     )
-    train.add_argument(
-        "--precision",
-        choices=EXPORT_PRECISIONS,
-        default="fp32",
-        help="weights of the exported model; fp16 halves the .bin; int8 quantises the export with "
-        "inspectd quantize's guard (AUROC with --abnormal, else rank correlation and FRR; a refused "
-        "INT8 model leaves the fp32 export in place, with a warning) (default: fp32)",
-    )
-    train.add_argument(
-        "--opset",
-        type=int,
-        default=DEFAULT_OPSET,
-        metavar="N",
-        help="ONNX opset of the intermediate export (default: %(default)s)",
-    )
+    _add_export_options(train)
     train.add_argument("--overwrite", action="store_true", help="replace a model already in --output")
     train.add_argument(
         "--keep-checkpoint",

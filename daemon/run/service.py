@@ -92,18 +92,7 @@ class Daemon(LiveChanges):
             recovered = line.pipeline.recover()
             if recovered:
                 logger.info("line {}: finished {} move(s) interrupted by the last stop", line.name, recovered)
-        server = None
-        if config.metrics is not None:  # bind before any thread starts: a taken port is a start-up error
-            m = config.metrics
-            review = ReviewPage(
-                store,
-                {line.name: line.config.paths.retraining for line in lines if line.config.paths.retraining},
-                token=m.token,
-                open_without_token=is_loopback(m.host),
-            )
-            server = WebServer(
-                m.host, m.port, {**metrics_routes(metrics, m.stall_seconds), **review.routes()}
-            )
+        server = web_server(config, metrics, store, lines)  # bind first: a taken port stops start-up
         for line in lines:
             line.start()
         logger.info(
@@ -114,12 +103,7 @@ class Daemon(LiveChanges):
         )
         if server is not None:
             server.start()
-            logger.info(
-                "metrics on {}/metrics, health check on {}/healthz, review page on {}/review",
-                server.url,
-                server.url,
-                server.url,
-            )
+            logger.info("web: {0}/metrics, {0}/healthz, {0}/review", server.url)
         daemon = cls(
             config,
             lines,
@@ -189,6 +173,20 @@ class Daemon(LiveChanges):
             self.metrics_server.stop()
         self.notifier.close()
         self.store.engine.dispose()
+
+
+def web_server(config: Config, metrics: Metrics, store: Store, lines: list[Line]) -> WebServer | None:
+    """/metrics, /healthz and /review on ``metrics: {host, port}``, bound but not serving yet."""
+    if config.metrics is None:
+        return None
+    m = config.metrics
+    review = ReviewPage(
+        store,
+        {line.name: line.config.paths.retraining for line in lines if line.config.paths.retraining},
+        token=m.token,
+        open_without_token=is_loopback(m.host),
+    )
+    return WebServer(m.host, m.port, {**metrics_routes(metrics, m.stall_seconds), **review.routes()})
 
 
 def install_signal_handlers(stop: threading.Event, reload: threading.Event | None = None) -> None:
