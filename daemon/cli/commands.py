@@ -10,11 +10,9 @@ from typing import Any
 from daemon.cli.results import parse_since, render
 from daemon.cli.stats import register_stats
 from daemon.config import load_config
-from daemon.db.connect import one_line_errors, open_engine
+from daemon.db.connect import one_line_errors, open_engine, reading
 from daemon.db.models import STATUSES
 from daemon.db.store import Query, Store
-from daemon.db.url import sqlite_file
-from daemon.errors import DatabaseNotReady
 from daemon.run.logs import apply_log_config
 from inspectd.errors import InspectdError
 
@@ -185,7 +183,6 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from daemon.db.migrate import require_head
 
     config = load_config(args.config)
     query = Query(
@@ -194,12 +191,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         limit=args.limit or None,
         line=args.line,
     )
-    url = config.database.url
-    if (path := sqlite_file(url)) is not None and not path.is_file():
-        raise DatabaseNotReady(f"no results database at {path} yet; `inspectd run` creates it")
-    engine = open_engine(url)
-    with one_line_errors(url):
-        require_head(engine)
+    with reading(config.database.url) as engine:
         rows = Store(engine).query(query)
     sys.stdout.write(render(rows, args.format))
     return 0

@@ -14,7 +14,7 @@ from typing import Any
 
 from daemon.cli.results import parse_since
 from daemon.config import load_config
-from daemon.db.connect import one_line_errors, open_engine
+from daemon.db.connect import reading
 from daemon.db.stats import (
     FIELDS,
     Shift,
@@ -25,8 +25,6 @@ from daemon.db.stats import (
     read_rows,
     score_sample,
 )
-from daemon.db.url import sqlite_file
-from daemon.errors import DatabaseNotReady
 from inspectd.errors import InspectdError
 
 TABLE_FIELDS = (
@@ -70,7 +68,6 @@ def register_stats(commands: Any, config_help: str) -> None:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from daemon.db.migrate import require_head
 
     config = load_config(args.config)
     window = Window(
@@ -80,12 +77,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     )
     if window.since and window.until and window.until <= window.since:
         raise InspectdError(f"--until {args.until} is not after --since {args.since}")
-    url = config.database.url
-    if (path := sqlite_file(url)) is not None and not path.is_file():
-        raise DatabaseNotReady(f"no results database at {path} yet; `inspectd run` creates it")
-    engine = open_engine(url)
-    with one_line_errors(url):
-        require_head(engine)
+    with reading(config.database.url) as engine:
         rows = read_rows(engine, window)
     shifts = [Shift(s.name, s.start_minute) for s in config.shifts]
     found = as_dicts(buckets(rows, args.by, shifts))

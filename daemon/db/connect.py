@@ -19,8 +19,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from daemon.db.engine import make_engine
-from daemon.db.migrate import upgrade
-from daemon.errors import ConfigError
+from daemon.db.migrate import require_head, upgrade
+from daemon.db.url import sqlite_file
+from daemon.errors import ConfigError, DatabaseNotReady
 from daemon.retry import Retries
 from inspectd.errors import InspectdError
 
@@ -68,6 +69,18 @@ def open_engine(url: str) -> Engine:
             else "use sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
         )
         raise ConfigError(f"database.url {safe_url(url)}: cannot use it ({missing}); {hint}") from None
+
+
+@contextmanager
+def reading(url: str) -> Iterator[Engine]:
+    """For ``results`` and ``stats``: an engine on a database that already exists at the newest
+    schema; never creates or migrates one, and any database error is one line."""
+    if (path := sqlite_file(url)) is not None and not path.is_file():
+        raise DatabaseNotReady(f"no results database at {path} yet; `inspectd run` creates it")
+    engine = open_engine(url)
+    with one_line_errors(url):
+        require_head(engine)
+        yield engine
 
 
 @contextmanager
