@@ -20,7 +20,8 @@ from daemon.db.migrate import upgrade
 from daemon.db.store import Store
 from daemon.fs import FileSystem
 from daemon.intake.settle import Arrivals
-from daemon.judge.pipeline import Destinations, Pipeline, StepResult
+from daemon.judge.destinations import Destinations
+from daemon.judge.pipeline import Pipeline, StepResult
 from inspectd.errors import UnreadableImage
 from inspectd.scorer import Score
 

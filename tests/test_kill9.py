@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.judge.pipeline import Destinations
+from daemon.judge.destinations import Destinations
 from tests.conftest import write_image
 from tests.daemon_process import row_count
 from tests.hotfolder import Folders, audit, sha

@@ -14,7 +14,8 @@ from daemon.db.migrate import upgrade
 from daemon.db.models import Inspection
 from daemon.db.store import Store
 from daemon.intake.settle import Arrivals
-from daemon.judge.pipeline import Destinations, Pipeline
+from daemon.judge.destinations import Destinations
+from daemon.judge.pipeline import Pipeline
 from inspectd.scorer import Model
 from tests.conftest import write_image
 

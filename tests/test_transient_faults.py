@@ -17,7 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from daemon.db.store import Store
-from daemon.judge.pipeline import Destinations
+from daemon.judge.destinations import Destinations
 from inspectd.errors import ModelError
 from inspectd.scorer import Score
 from tests.conftest import write_image

@@ -1,6 +1,7 @@
-"""What follows a committed verdict besides the move: the heatmap overlay and the drift check.
+"""What follows a committed verdict besides the move: its log line, the heatmap overlay and the
+drift check.
 
-Both are given to the pipeline (``Pipeline.followups``); neither can fail a part or delay it: the
+They are given to the pipeline (``Pipeline.followups``); none can fail a part or delay it: the
 overlay is queued for the heatmap thread and the drift check is a few comparisons of floats.
 """
 
@@ -10,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from loguru import logger
 
 from daemon.db.models import Inspection
 from daemon.judge.drift import DriftMonitor, DriftState
@@ -39,6 +42,7 @@ class Followups:
         return self.drift is not None and self.drift.holding
 
     def after(self, row: Inspection, line: str, sub_path: Path, score: Score | None) -> None:
+        log_verdict(row, line)
         if score is None:
             return
         if row.status == "accepted" and self.drift is not None:
@@ -54,3 +58,19 @@ class Followups:
         ):
             target = overlay_name(self.heatmap_dir, sub_path, row.id, row.filename)
             self.heatmaps.submit(Overlay(row.id, line, target, score.pixels, score.anomaly_map))
+
+
+def log_verdict(row: Inspection, line: str) -> None:
+    if row.status == "quarantined":
+        logger.warning("line {}: #{} {} quarantined: {}", line, row.id, row.filename, row.error)
+        return
+    logger.info(
+        "line {}: #{} {} {} score={:.4f} threshold={:.4f} latency={:.0f} ms",
+        line,
+        row.id,
+        row.filename,
+        row.status,
+        row.score,
+        row.threshold,
+        row.latency_ms,
+    )

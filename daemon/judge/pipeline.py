@@ -9,10 +9,13 @@ Per-file state machine, safe to kill at any instant:
   chosen, sha256 of what was judged) --move--> final_path --mark--> moved_at set
 Every step first claims every complete inbox file (a rename each: ``daemon.intake.claims``), so an
 inbox name is free for the next upload as soon as its capture is complete, however long the queue
-of captures waiting to be judged. Before claiming or judging anything, ``recover()`` finishes every
-committed-but-unmoved row of this daemon's (``daemon.judge.filer``) and queues every claimed file
-that has no row yet. So an image is never judged twice, never lost, and never filed under another
-image's row.
+of captures waiting to be judged. Hashing and scoring run ahead on worker threads
+(``daemon.judge.ahead``): while the oldest claimed file is scored, this thread keeps claiming new
+arrivals, and the next files are already being read and scored while a verdict is committed and
+its image moved. Verdicts are still recorded here, one per step, in arrival order.
+Before claiming or judging anything, ``recover()`` finishes every committed-but-unmoved row of this
+daemon's (``daemon.judge.filer``) and queues every claimed file that has no row yet. So an image is
+never judged twice, never lost, and never filed under another image's row.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 from loguru import logger
 
@@ -36,9 +39,11 @@ from daemon.db.store import Owner, Store
 from daemon.fs import FileSignature, FileSystem
 from daemon.intake.claims import Claimed, Claims
 from daemon.intake.settle import Arrivals, Kind
+from daemon.judge.ahead import Ahead, Job, Judged, Scorer
+from daemon.judge.destinations import Destinations, sub_path
 from daemon.judge.filer import Filer, PendingMove
 from daemon.judge.followups import Followups
-from daemon.names import display_name, free_name, safe_name
+from daemon.names import display_name, free_name
 from daemon.retry import Retries
 from inspectd.errors import InferenceFailed, ModelError, UnreadableImage
 from inspectd.scorer import Score
@@ -47,24 +52,6 @@ Outcome = Literal["accepted", "rejected", "quarantined", "idle", "vanished", "de
 SWAPPED = (errno.ELOOP, errno.EINVAL)  # open_regular met a symlink or FIFO where a file was
 RECOVERY = "recovery"  # the retries key of the start-up recovery
 DEFAULT_INSTANCE = "local"
-
-
-class Scorer(Protocol):
-    @property
-    def model_id(self) -> str: ...
-
-    def score(self, path: Path) -> Score: ...
-
-
-@dataclass(frozen=True)
-class Destinations:
-    accepted: Path
-    rejected: Path
-    quarantine: Path
-    review: Path | None = None  # accepted parts while the drift hold is latched
-
-    def for_status(self, status: str) -> Path:
-        return {"accepted": self.accepted, "rejected": self.rejected}.get(status, self.quarantine)
 
 
 @dataclass(frozen=True)
@@ -94,6 +81,10 @@ class Pipeline:
     fs: FileSystem = field(default_factory=FileSystem)
     # After each verdict: the heatmap overlay and the drift check (daemon.judge.followups).
     followups: Followups = field(default_factory=Followups)
+    # Files being hashed and scored on worker threads while this thread records and claims.
+    ahead: Ahead = field(default_factory=Ahead)
+    # Called while waiting for a score: the service claims its other lines' arrivals meanwhile.
+    while_waiting: Callable[[], None] = field(default=lambda: None)
     claims: Claims = field(init=False)
     filer: Filer = field(init=False)
     retries: Retries[Path | str] = field(init=False)  # by inbox or claim path, and RECOVERY
@@ -101,6 +92,7 @@ class Pipeline:
     _waiting: dict[Path, Claimed] = field(default_factory=dict)  # claimed, settling again
     _recovered: bool = False
     _warned: set[Path] = field(default_factory=set)
+    _reports: collections.deque[StepResult] = field(default_factory=collections.deque)
 
     def __post_init__(self) -> None:
         self.retries = Retries(self.clock)
@@ -126,19 +118,27 @@ class Pipeline:
             if not self._recovered:  # nothing new is claimed before every old row is settled
                 self._drain_events(block_s=min(timeout, self.retries.wait_s(RECOVERY)))
                 return StepResult("deferred", error="database unavailable; recovery pending")
-        if self.filer.pending and (due := self.filer.retry_due()) is not None:
-            p, state = due
-            if state == "done":
-                return StepResult(p.status, p.src, p.row_id, final_path=p.dst)  # type: ignore[arg-type]
-            return StepResult("vanished" if state == "void" else "deferred", p.src, p.row_id)
-        ignored = self.intake()
-        if ignored is not None:
-            return ignored
-        if not self._queue:
+        done = self._retry_move() or (self._reports.popleft() if self._reports else self.intake())
+        if done is not None:  # a move retried, or a FIFO found in the inbox
+            return done
+        while self._queue and not self.ahead.full:
+            started = self._start(self._queue.popleft())
+            if started is not None:  # gone, a link or not a file: handled without reading it
+                return started
+        if not self.ahead:
             wait = self.arrivals.next_check_in()
             self._drain_events(block_s=timeout if wait is None else min(timeout, wait))
             return StepResult("idle")
-        return self._handle(self._queue.popleft())
+        return self._finish(self._await_head())
+
+    def _retry_move(self) -> StepResult | None:
+        """A move that failed after its row was committed, tried again once its back-off is over."""
+        if not self.filer.pending or (due := self.filer.retry_due()) is None:
+            return None
+        p, state = due
+        if state == "done":
+            return StepResult(p.status, p.src, p.row_id, final_path=p.dst)  # type: ignore[arg-type]
+        return StepResult("vanished" if state == "void" else "deferred", p.src, p.row_id)
 
     def intake(self) -> StepResult | None:
         """Claim every complete inbox file; a FIFO or device is reported (once) and left alone."""
@@ -172,7 +172,7 @@ class Pipeline:
         that name is still free), so that it waits where the user expects and another daemon
         sharing the inbox can take it; the others stay claimed and are judged after the restart."""
         released = 0
-        for claimed in [*self._queue, *self._waiting.values()]:
+        for claimed in [*self.ahead.stop(), *self._queue, *self._waiting.values()]:
             try:
                 self.fs.move_no_clobber(claimed.path, claimed.source)
             except OSError:  # the name was taken meanwhile, or its folder is gone
@@ -186,7 +186,7 @@ class Pipeline:
 
     def backlog(self) -> int:
         settling = sum(1 for path in self._waiting if path not in self.arrivals)  # else counted there
-        return len(self.arrivals) + len(self._queue) + settling + len(self.filer.pending)
+        return len(self.arrivals) + len(self.ahead) + len(self._queue) + settling + len(self.filer.pending)
 
     def _drain_events(self, block_s: float) -> None:
         try:
@@ -201,7 +201,8 @@ class Pipeline:
                 return
 
     # -- one file ------------------------------------------------------------------------------
-    def _handle(self, claimed: Claimed) -> StepResult:
+    def _start(self, claimed: Claimed) -> StepResult | None:
+        """Send a claimed regular file to be judged; anything else is dealt with here and now."""
         sig = self.fs.signature(claimed.path)
         if sig is None:
             return StepResult("vanished", claimed.source)
@@ -209,12 +210,26 @@ class Pipeline:
             return self._quarantine_link(claimed, sig)
         if sig.kind != "file":
             return self._not_a_file(claimed.path)
-        judged = self._judge(claimed)
+        self.ahead.start(claimed, sig, self.scorer, self.threshold, self.fs)
+        return None
+
+    def _await_head(self) -> Job:
+        """The oldest job, once scored; meanwhile new arrivals are claimed (their inbox names freed)."""
+        while not self.ahead.head_done():
+            self._drain_events(block_s=0.0)
+            if (ignored := self.intake()) is not None:
+                self._reports.append(ignored)
+            self.while_waiting()
+        return self.ahead.pop()
+
+    def _finish(self, job: Job) -> StepResult:
+        claimed = job.claimed
+        judged = self._verdict(claimed, job.future.result())
         if isinstance(judged, StepResult):
             return judged
-        if self.fs.signature(claimed.path) != sig:
+        if self.fs.signature(claimed.path) != job.sig:
             return self._changed(claimed)
-        return self._commit(claimed, sig, *judged)
+        return self._commit(claimed, job.sig, *judged, scorer=job.scorer, threshold=job.threshold)
 
     def _quarantine_link(self, claimed: Claimed, sig: FileSignature) -> StepResult:
         """A symlink is quarantined as the link itself, never read."""
@@ -223,7 +238,7 @@ class Pipeline:
         except OSError:
             return StepResult("vanished", claimed.source)
         why = f"symbolic link to {target!r}: not followed, inspectd reads only real files"
-        return self._commit(claimed, sig, None, None, why)
+        return self._commit(claimed, sig, None, None, why, scorer=self.scorer, threshold=self.threshold)
 
     def _not_a_file(self, path: Path) -> StepResult:
         if path not in self._warned:
@@ -233,38 +248,45 @@ class Pipeline:
             )
         return StepResult("ignored", path, error="not a regular file")
 
-    def _judge(self, claimed: Claimed) -> tuple[str | None, Score | None, str | None] | StepResult:
+    def _verdict(
+        self, claimed: Claimed, judged: Judged
+    ) -> tuple[str | None, Score | None, str | None] | StepResult:
         """(sha256, score, error) of a regular file, or what to do instead when it cannot be read."""
-        digest: str | None = None
-        try:
-            digest = self.fs.sha256(claimed.path)
-            return digest, self.scorer.score(claimed.path), None
-        except (UnreadableImage, InferenceFailed, PermissionError) as exc:  # quarantined with why
+        exc = judged.error
+        if exc is None:
+            return judged.digest, judged.score, None
+        if isinstance(exc, (UnreadableImage, InferenceFailed, PermissionError)):  # quarantined with why
             why = str(exc)
             if isinstance(exc, PermissionError):
                 why = f"cannot read the file: {exc.strerror} (check the uploader's permissions)"
-            return digest, None, why
-        except ModelError as exc:
+            return judged.digest, None, why
+        if isinstance(exc, ModelError):
             return self._defer_claimed(claimed, f"model unavailable ({exc})")
-        except OSError as exc:
-            if exc.errno in SWAPPED:
-                return self._changed(claimed)
-            if isinstance(exc, FileNotFoundError):
-                return StepResult("vanished", claimed.source)
-            return self._defer_claimed(claimed, f"cannot read {display_name(claimed.source.name)}: {exc}")
+        if not isinstance(exc, OSError):
+            raise exc
+        if exc.errno in SWAPPED:
+            return self._changed(claimed)
+        if isinstance(exc, FileNotFoundError):
+            return StepResult("vanished", claimed.source)
+        return self._defer_claimed(claimed, f"cannot read {display_name(claimed.source.name)}: {exc}")
 
     def _commit(
-        self, claimed: Claimed, sig: FileSignature, digest: str | None, score: Score | None, error: str | None
+        self,
+        claimed: Claimed,
+        sig: FileSignature,
+        digest: str | None,
+        score: Score | None,
+        error: str | None,
+        *,
+        scorer: Scorer,
+        threshold: float,
     ) -> StepResult:
         source = claimed.source
-        if score is None:
-            status = "quarantined"
-        else:
-            status = "rejected" if score.score >= self.threshold else "accepted"
+        status = "quarantined" if score is None else "rejected" if score.score >= threshold else "accepted"
         received_at = dt.datetime.fromtimestamp(claimed.first_seen_wall, dt.timezone.utc)
         decided_at = self.now()
         held = status == "accepted" and self.followups.holding
-        folder = self._folder_for("review" if held else status, source)
+        folder = self.destinations.folder_for("review" if held else status, sub_path(self.inbox, source))
         final = free_name(folder, source.name, self.filer.taken(), self.fs.exists)
         row = Inspection(
             filename=display_name(source.name),
@@ -272,8 +294,8 @@ class Pipeline:
             final_path=str(final),
             status=status,
             score=None if score is None else score.score,
-            threshold=self.threshold,
-            model_id=self.scorer.model_id,
+            threshold=threshold,
+            model_id=scorer.model_id,
             error=error,
             sha256=digest,
             size_bytes=sig.size,
@@ -293,8 +315,7 @@ class Pipeline:
                 raise
             return self._defer_claimed(claimed, f"database unavailable ({exc.__class__.__name__}: {exc})")
         self.retries.forget(claimed.path)
-        self._log(row)
-        self.followups.after(row, self.line, self._sub_path(source), score)
+        self.followups.after(row, self.line, sub_path(self.inbox, source), score)
         pending = PendingMove(row.id, claimed.path, final, status, "move", row.filename)
         state = self.filer.file(pending)
         return StepResult(
@@ -305,19 +326,6 @@ class Pipeline:
             pending.dst if state == "done" else None,
             error,
         )
-
-    def _sub_path(self, source: Path) -> Path:
-        """The inbox sub-folder an image arrived in (recursive watching), else ``.``."""
-        try:
-            return source.parent.relative_to(self.inbox)
-        except ValueError:
-            return Path()
-
-    def _folder_for(self, status: str, source: Path) -> Path:
-        """The destination folder, mirroring the inbox sub-folder the image arrived in."""
-        review = self.destinations.review
-        root = review if status == "review" and review is not None else self.destinations.for_status(status)
-        return root.joinpath(*(safe_name(part) for part in self._sub_path(source).parts))
 
     def _changed(self, claimed: Claimed) -> StepResult:
         logger.info(
@@ -347,21 +355,6 @@ class Pipeline:
         self._waiting[claimed.path] = claimed
         self._defer(claimed.path, why, claimed.source.name)
         return StepResult("deferred", claimed.source, error=why)
-
-    def _log(self, row: Inspection) -> None:
-        if row.status == "quarantined":
-            logger.warning("line {}: #{} {} quarantined: {}", self.line, row.id, row.filename, row.error)
-        else:
-            logger.info(
-                "line {}: #{} {} {} score={:.4f} threshold={:.4f} latency={:.0f} ms",
-                self.line,
-                row.id,
-                row.filename,
-                row.status,
-                row.score,
-                row.threshold,
-                row.latency_ms,
-            )
 
     # -- start-up ------------------------------------------------------------------------------
     def recover(self) -> int:

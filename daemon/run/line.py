@@ -17,10 +17,12 @@ from daemon.db.store import Store
 from daemon.errors import ConfigError
 from daemon.intake.settle import Arrivals
 from daemon.intake.watcher import InboxWatcher
+from daemon.judge.ahead import Ahead
+from daemon.judge.destinations import Destinations
 from daemon.judge.drift import DriftMonitor, DriftState
 from daemon.judge.followups import Followups
 from daemon.judge.heatmaps import HeatmapWriter
-from daemon.judge.pipeline import Destinations, Pipeline, StepResult
+from daemon.judge.pipeline import Pipeline, StepResult
 from daemon.run.model_watch import Fingerprint, ModelWatch
 from daemon.web.metrics import MeteredScorer, Metrics
 from inspectd.errors import ModelError
@@ -85,6 +87,7 @@ class Line:
             ),
             threshold=self.threshold_for(config, self.model),
             inbox=config.paths.inbox,
+            ahead=Ahead(ahead_depth(self.model)),
             instance=instance,
             line=config.name,
             followups=Followups(
@@ -222,6 +225,7 @@ class Line:
         self.model = model
         self.pipeline.scorer = MeteredScorer(model, self.metrics, self.name)
         self.pipeline.threshold = self.threshold_for(config, model)
+        self.pipeline.ahead.depth = ahead_depth(model)
         self._publish_model()
         self.metrics.model_loads.labels(self.name).inc()
         self.reset_drift()  # the new model's own good-part scores are the reference now
@@ -261,3 +265,8 @@ class Line:
         self.watcher = make_watcher(self.config.model_copy(update={"watch": watch}))
         self.pipeline.events = self.watcher.events
         self.watcher.start()
+
+
+def ahead_depth(model: Model) -> int:
+    """Files judged at once: as many inferences as the CPU runs in parallel, plus one being read."""
+    return model.parallel_requests + 1

@@ -8,6 +8,7 @@ check, so a loop that hangs is noticed and restarted.
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 import time
@@ -89,6 +90,7 @@ class Daemon(LiveChanges):
             for index, line in enumerate(config.lines)
         ]
         for line in lines:
+            line.pipeline.while_waiting = functools.partial(claim_others, lines, line)
             recovered = line.pipeline.recover()
             if recovered:
                 logger.info("line {}: finished {} move(s) interrupted by the last stop", line.name, recovered)
@@ -135,9 +137,7 @@ class Daemon(LiveChanges):
         wait = 0.0 if self._busy else IDLE_WAIT_S / len(self.lines)
         busy = False
         for line in self.lines:
-            for other in self.lines:  # claims are cheap: every inbox name is freed at once
-                if other is not line:
-                    other.pipeline.intake_if_ready()
+            claim_others(self.lines, line)
             result = line.step(timeout=wait)
             busy = busy or result.outcome != "idle"
             self.metrics.step_done(line.name, result, line.backlog())
@@ -173,6 +173,14 @@ class Daemon(LiveChanges):
             self.metrics_server.stop()
         self.notifier.close()
         self.store.engine.dispose()
+
+
+def claim_others(lines: list[Line], line: Line) -> None:
+    """Claims are cheap: the other lines' complete files are claimed before and while ``line``
+    judges (its pipeline calls this while it waits for a score), so every inbox name is freed at once."""
+    for other in lines:
+        if other is not line:
+            other.pipeline.intake_if_ready()
 
 
 def web_server(config: Config, metrics: Metrics, store: Store, lines: list[Line]) -> WebServer | None:

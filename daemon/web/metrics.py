@@ -18,7 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.exposition import generate_latest
 
 from daemon.db.models import STATUSES, Inspection
-from daemon.judge.pipeline import Scorer, StepResult
+from daemon.judge.ahead import Scorer
+from daemon.judge.pipeline import StepResult
 from daemon.web.server import Request, Response, Route
 from inspectd.errors import InferenceFailed, UnreadableImage
 from inspectd.scorer import Score
