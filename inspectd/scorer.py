@@ -104,10 +104,11 @@ class Model:
     measured. bf16 moves scores in the 4th decimal.
 
     ``score`` may be called from several threads at once (the daemon scores the next file while it
-    records the previous one). The model is compiled twice on the CPU: for the lowest latency (one
-    inference on all cores), used when an image is scored alone, and with OpenVINO's THROUGHPUT
-    hint (one stream per core group), used for an image scored while another inference is running,
-    as in a backlog.
+    records the previous one). With ``concurrent`` (the daemon) the model is compiled twice on the
+    CPU: for the lowest latency (one inference on all cores), used when an image is scored alone,
+    and with OpenVINO's THROUGHPUT hint (one stream per core group), used for an image scored while
+    another inference is running, as in a backlog. One-at-a-time users (evaluate, calibration,
+    quantize) compile once.
     """
 
     def __init__(
@@ -117,6 +118,8 @@ class Model:
         device: str = "CPU",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         precision: str = "auto",
+        *,
+        concurrent: bool = False,
     ) -> None:
         self.xml = locate_xml(model_path)
         self.card: ModelCard = read_card(self.xml)
@@ -136,7 +139,7 @@ class Model:
                 self._inferencer = _CachedInferencer(self.xml, device, cache_dir, self.precision)
             else:
                 self.precision, self._inferencer = self._fastest(device, cache_dir)
-            if device == "CPU":
+            if concurrent and device == "CPU":
                 self._busy = _CachedInferencer(self.xml, device, cache_dir, self.precision, "THROUGHPUT")
         except Exception as exc:  # openvino raises plain RuntimeError with its own text
             raise ModelError(f"cannot load {self.xml} on device {device}: {exc}") from exc

@@ -144,7 +144,8 @@ def test_one_model_scores_from_several_threads_at_once_like_one_at_a_time(
 ) -> None:
     """anomalib's compiled-model call reuses one infer request; the scorer gives each concurrent
     call its own, so overlapping scores neither fail nor mix up their results."""
-    model = Model(tiny_model, cache_dir=tmp_path / "cache")
+    model = Model(tiny_model, cache_dir=tmp_path / "cache", concurrent=True)
+    assert model.parallel_requests >= 1
     images = [write_image(tmp_path / f"{i}.png", seed=i, size=96) for i in range(6)]
     serial = [model.score(p).score for p in images]
     with ThreadPoolExecutor(3) as pool:

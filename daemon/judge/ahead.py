@@ -16,7 +16,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -78,9 +77,6 @@ class Ahead:
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def __iter__(self) -> Iterator[Job]:
-        return iter(self._jobs)
-
     @property
     def full(self) -> bool:
         return len(self._jobs) >= self.depth
@@ -102,9 +98,6 @@ class Ahead:
 
         self._jobs.append(Job(claimed, sig, scorer, threshold, future))
         threading.Thread(target=run, name="inspectd-judge", daemon=True).start()
-
-    def head(self) -> Job | None:
-        return self._jobs[0] if self._jobs else None
 
     def head_done(self, wait_s: float = POLL_S) -> bool:
         """Whether the oldest job has finished, waiting at most ``wait_s`` for it."""

@@ -44,7 +44,9 @@ HEATMAP_STATUSES = {"rejected": ("rejected",), "all": ("accepted", "rejected"), 
 
 
 def load_model(line: LineConfig, cache_dir: Path, max_pixels: int) -> Model:
-    return Model(line.model.path, cache_dir, line.model.device, max_pixels, line.model.precision)
+    return Model(
+        line.model.path, cache_dir, line.model.device, max_pixels, line.model.precision, concurrent=True
+    )
 
 
 class Line:
