@@ -7,7 +7,6 @@ anomalib's pre/post-processing and only moves that cache under inspectd's state 
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,14 +27,10 @@ TRIAL_RUNS = 3  # timed inferences per precision when ``auto`` has a choice to m
 
 
 class _CachedInferencer(OpenVINOInferencer):
-    def __init__(
-        self, path: Path, device: str, cache_dir: Path, precision: str | None, hint: str | None = None
-    ) -> None:
+    def __init__(self, path: Path, device: str, cache_dir: Path, precision: str | None) -> None:
         self._cache_dir = cache_dir
-        config = {"INFERENCE_PRECISION_HINT": precision} if precision else {}
-        if hint:
-            config["PERFORMANCE_HINT"] = hint
-        super().__init__(path=path, device=device, config=config or None)
+        config = {"INFERENCE_PRECISION_HINT": precision} if precision else None
+        super().__init__(path=path, device=device, config=config)
 
     def load_model(self, path: Any) -> tuple[Any, Any, Any]:
         import openvino as ov
@@ -49,31 +44,7 @@ class _CachedInferencer(OpenVINOInferencer):
             device_name=self.device,
             config=self.config,
         )
-        return compiled.input(0), compiled.output(0), _RequestPool(compiled)
-
-
-class _RequestPool:
-    """Calls a compiled model like ``CompiledModel.__call__`` does, but safe from several threads
-    at once: ``__call__`` reuses a single infer request, which a second thread scoring at the same
-    time (the daemon judges the next file while the previous one is recorded) would find busy.
-    Each call takes an idle request, creating one when all are busy (at most one per thread)."""
-
-    def __init__(self, compiled: Any) -> None:
-        self.compiled = compiled
-        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    def __call__(self, inputs: dict[str, Any]) -> Any:
-        try:
-            request = self._idle.get_nowait()
-        except queue.Empty:
-            request = self.compiled.create_infer_request()
-        try:
-            return request.infer(inputs)
-        finally:
-            self._idle.put(request)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.compiled, name)
+        return compiled.input(0), compiled.output(0), compiled
 
 
 @dataclass(frozen=True)
@@ -103,12 +74,10 @@ class Model:
     and is faster with AMX, so no constant is right everywhere. ``precision_choice`` says what was
     measured. bf16 moves scores in the 4th decimal.
 
-    ``score`` may be called from several threads at once (the daemon scores the next file while it
-    records the previous one). With ``concurrent`` (the daemon) the model is compiled twice on the
-    CPU: for the lowest latency (one inference on all cores), used when an image is scored alone,
-    and with OpenVINO's THROUGHPUT hint (one stream per core group), used for an image scored while
-    another inference is running, as in a backlog. One-at-a-time users (evaluate, calibration,
-    quantize) compile once.
+    ``score`` may be called from several threads at once (the daemon reads and decodes the next file
+    while the previous one is scored): decoding runs in parallel, inference one image at a time
+    (anomalib's compiled-model call reuses one infer request, and a clean-clone CI run hung the
+    daemon twice when two threads ran OpenVINO inferences at once on two compilations).
     """
 
     def __init__(
@@ -118,8 +87,6 @@ class Model:
         device: str = "CPU",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         precision: str = "auto",
-        *,
-        concurrent: bool = False,
     ) -> None:
         self.xml = locate_xml(model_path)
         self.card: ModelCard = read_card(self.xml)
@@ -127,9 +94,7 @@ class Model:
         height, width = self.card.image_size
         self.input_size = (width, height)
         self.precision_choice: dict[str, float] = {}
-        self._busy: _CachedInferencer | None = None  # the THROUGHPUT compilation, for backlogs
-        self._running = 0  # inferences in progress, over all threads
-        self._lock = threading.Lock()
+        self._infer_lock = threading.Lock()  # one inference at a time, whichever thread asks
         try:
             if device != "CPU":
                 self.precision = "device default"
@@ -139,8 +104,6 @@ class Model:
                 self._inferencer = _CachedInferencer(self.xml, device, cache_dir, self.precision)
             else:
                 self.precision, self._inferencer = self._fastest(device, cache_dir)
-            if concurrent and device == "CPU":
-                self._busy = _CachedInferencer(self.xml, device, cache_dir, self.precision, "THROUGHPUT")
         except Exception as exc:  # openvino raises plain RuntimeError with its own text
             raise ModelError(f"cannot load {self.xml} on device {device}: {exc}") from exc
 
@@ -162,13 +125,6 @@ class Model:
         return name, inferencer
 
     @property
-    def parallel_requests(self) -> int:
-        """How many inferences this CPU runs at once to best effect (THROUGHPUT streams), 1 elsewhere."""
-        if self._busy is None:
-            return 1
-        return max(1, int(self._busy.model.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-
-    @property
     def model_id(self) -> str:
         return self.card.model_id
 
@@ -182,19 +138,14 @@ class Model:
         t0 = time.perf_counter()
         image = decode_rgb(path, self.max_pixels, shrink_to=self.input_size)
         t1 = time.perf_counter()
-        with self._lock:  # alone: all cores on this image; alongside another: one stream each
-            inferencer = self._busy if self._running and self._busy is not None else self._inferencer
-            self._running += 1
         try:
-            batch = inferencer.predict(image)
+            with self._infer_lock:
+                batch = self._inferencer.predict(image)
             value = float(np.asarray(batch.pred_score).reshape(-1)[0])
             heat = np.asarray(batch.anomaly_map, dtype=np.float32)
             heat = heat.reshape(heat.shape[-2:])
         except Exception as exc:
             raise InferenceFailed(f"inference failed: {exc}") from exc
-        finally:
-            with self._lock:
-                self._running -= 1
         t2 = time.perf_counter()
         if not np.isfinite(value):
             raise InferenceFailed(f"model returned a non-finite score ({value})")

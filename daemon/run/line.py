@@ -17,7 +17,6 @@ from daemon.db.store import Store
 from daemon.errors import ConfigError
 from daemon.intake.settle import Arrivals
 from daemon.intake.watcher import InboxWatcher
-from daemon.judge.ahead import Ahead
 from daemon.judge.destinations import Destinations
 from daemon.judge.drift import DriftMonitor, DriftState
 from daemon.judge.followups import Followups
@@ -44,9 +43,7 @@ HEATMAP_STATUSES = {"rejected": ("rejected",), "all": ("accepted", "rejected"), 
 
 
 def load_model(line: LineConfig, cache_dir: Path, max_pixels: int) -> Model:
-    return Model(
-        line.model.path, cache_dir, line.model.device, max_pixels, line.model.precision, concurrent=True
-    )
+    return Model(line.model.path, cache_dir, line.model.device, max_pixels, line.model.precision)
 
 
 class Line:
@@ -89,7 +86,6 @@ class Line:
             ),
             threshold=self.threshold_for(config, self.model),
             inbox=config.paths.inbox,
-            ahead=Ahead(ahead_depth(self.model)),
             instance=instance,
             line=config.name,
             followups=Followups(
@@ -227,7 +223,6 @@ class Line:
         self.model = model
         self.pipeline.scorer = MeteredScorer(model, self.metrics, self.name)
         self.pipeline.threshold = self.threshold_for(config, model)
-        self.pipeline.ahead.depth = ahead_depth(model)
         self._publish_model()
         self.metrics.model_loads.labels(self.name).inc()
         self.reset_drift()  # the new model's own good-part scores are the reference now
@@ -267,8 +262,3 @@ class Line:
         self.watcher = make_watcher(self.config.model_copy(update={"watch": watch}))
         self.pipeline.events = self.watcher.events
         self.watcher.start()
-
-
-def ahead_depth(model: Model) -> int:
-    """Files judged at once: as many inferences as the CPU runs in parallel, plus one being read."""
-    return model.parallel_requests + 1
