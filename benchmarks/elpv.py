@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             max_minutes=args.max_minutes,
             image_size=args.image_size,
             learning_rate=args.learning_rate,
+            anomaly_map=args.anomaly_map,
         )
     )
     train_minutes = (time.monotonic() - started) / 60
@@ -127,6 +128,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "steps": card.steps,
         "image_size": args.image_size,
         "learning_rate": args.learning_rate,
+        "anomaly_map": model.card.extra.get("anomaly_map"),
         "stopped_by": card.extra.get("stopped_by", "max-steps"),
         "train_images": card.train_images,
         "train_minutes": round(train_minutes, 1),
@@ -186,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="side in pixels")
     parser.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE)
     parser.add_argument("--teacher", default="auto", help="as inspectd train --teacher")
+    parser.add_argument("--anomaly-map", default="auto", help="as inspectd train --anomaly-map")
     parser.add_argument("--test-normal-share", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", action="store_true", help="also write OUT/report/index.html")

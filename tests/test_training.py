@@ -226,6 +226,30 @@ def test_random_teacher_scores_with_the_student_teacher_map_alone(tmp_path: Path
     )
 
 
+def test_student_teacher_map_trains_no_autoencoder(tmp_path: Path) -> None:
+    """--anomaly-map student-teacher: anomalib's student loss, and the autoencoder left untouched."""
+    import torch
+    from anomalib.models.image.efficient_ad.torch_model import EfficientAdModel
+
+    from training.model import InspectdEfficientAd, StudentTeacherScoring
+
+    torch.manual_seed(0)
+    teacher = Teacher("random(seed=0)", None, 0)
+    module = InspectdEfficientAd(teacher, tmp_path, "small", 256, anomaly_map="student-teacher")
+    network = module.model.train()
+    assert isinstance(network, StudentTeacherScoring)
+    loss_st, loss_ae, loss_stae = network(torch.rand(1, 3, 128, 128), torch.rand(1, 3, 128, 128))
+    assert loss_st.item() > 0 and loss_ae.item() == loss_stae.item() == 0.0
+    (loss_st + loss_ae + loss_stae).backward()
+    assert all(p.grad is None for p in network.ae.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in network.student.parameters())
+
+    both = InspectdEfficientAd(teacher, tmp_path, "small", 256, anomaly_map="both")
+    assert type(both.model) is EfficientAdModel
+    with pytest.raises(TrainingError, match="--anomaly-map must be one of"):
+        train(TrainOptions(tmp_path / "normal", tmp_path / "out", anomaly_map="ae"))
+
+
 # --- penalty set, progress ----------------------------------------------------------------------
 
 

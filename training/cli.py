@@ -15,6 +15,7 @@ from typing import Any
 
 from training.options import TrainOptions
 from training.settings import (
+    ANOMALY_MAPS,
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_EARLY_STOP_EVERY,
     DEFAULT_IMAGE_SIZE,
@@ -102,6 +103,15 @@ def _add_model_options(train: argparse.ArgumentParser) -> None:
         metavar="LR",
         help="Adam learning rate of the student and autoencoder, cut tenfold after 95 %% of "
         "--max-steps, as in EfficientAD (default: %(default)s)",
+    )
+    train.add_argument(
+        "--anomaly-map",
+        choices=ANOMALY_MAPS,
+        default="auto",
+        help="which map scores a part: both (anomalib's mean of the student-teacher and autoencoder "
+        "maps), student-teacher (the autoencoder is then not trained at all, so a step is cheaper "
+        "and more steps fit in --max-minutes); auto: student-teacher with a random teacher, both "
+        "otherwise (default: auto)",
     )
     train.add_argument(
         "--train-precision",
@@ -257,6 +267,7 @@ def options_from(args: argparse.Namespace) -> TrainOptions:
         imagenet_dir=args.imagenet_dir,
         image_size=args.image_size,
         learning_rate=args.learning_rate,
+        anomaly_map=args.anomaly_map,
         train_precision=PRECISION_FLAGS[args.train_precision],
         threshold_policy=args.threshold_policy,
         max_minutes=args.max_minutes,

@@ -129,7 +129,7 @@ def _card(recipe: Recipe, run: _Run) -> ModelCard:
             "export_precision": o.export_precision,
             "opset": o.opset,
             "stopped_by": run.stopped_by,
-            "anomaly_map": anomaly_map_for(recipe.teacher),
+            "anomaly_map": anomaly_map_for(recipe.teacher, o.anomaly_map),
             "early_stopping": run.early_stopping,
             "max_minutes": o.max_minutes,
             "resumed_from": str(recipe.resume_from) if recipe.resume_from else None,
@@ -169,7 +169,9 @@ def _fit_and_export(recipe: Recipe, output: Path) -> _Run:
             seed=o.seed,
         )
         penalty = o.imagenet_dir or build_penalty_set(work / "penalty", seed=o.seed)
-        model = InspectdEfficientAd(recipe.teacher, penalty, o.model_size, o.image_size, o.learning_rate)
+        model = InspectdEfficientAd(
+            recipe.teacher, penalty, o.model_size, o.image_size, o.learning_rate, anomaly_map=o.anomaly_map
+        )
         budget = TimeBudget(o.max_minutes) if o.max_minutes else None
         early = AurocEarlyStopping(recipe.early_stop_every, o.patience) if recipe.early_stop_every else None
         engine = _engine(recipe, output, work, budget, early)

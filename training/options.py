@@ -36,6 +36,7 @@ class TrainOptions:
     imagenet_dir: Path | None = None
     image_size: int = DEFAULT_IMAGE_SIZE
     learning_rate: float = DEFAULT_LEARNING_RATE
+    anomaly_map: str = "auto"  # auto | both | student-teacher (training.model.anomaly_map_for)
     train_precision: str | None = None
     threshold_policy: str | None = None
     max_minutes: float | None = None

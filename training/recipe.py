@@ -51,7 +51,9 @@ class Recipe:
 def prepare(options: TrainOptions, warn: Callable[[str], None]) -> Recipe:
     o = options
     precision = o.train_precision or cpu_precision()
-    check_options(o.max_steps, o.model_size, o.image_size, precision, o.learning_rate)
+    check_options(
+        o.max_steps, o.model_size, o.image_size, precision, o.learning_rate, anomaly_map=o.anomaly_map
+    )
     check_run_options(o.max_minutes, o.checkpoint_every, o.export_precision, o.opset)
     if o.early_stop_every < 0 or o.patience < 1:
         raise TrainingError(

@@ -10,6 +10,7 @@ DEFAULT_IMAGE_SIZE = 256
 DEFAULT_LEARNING_RATE = 1e-4
 MODEL_SIZES = ("small", "medium")
 TEACHER_CHOICES_HELP = "auto | random | PATH"
+ANOMALY_MAPS = ("auto", "both", "student-teacher")  # --anomaly-map
 DEFAULT_CHECKPOINT_EVERY = 100  # ~4 min of training between checkpoints at ~2.2 s/step
 DEFAULT_OPSET = 18
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
