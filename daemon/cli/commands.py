@@ -158,7 +158,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{result.daemon_ips / result.seed_loop_ips:.2f} x seed loop)\n"
             f"  overhead    {result.overhead_ms_per_image:7.1f} ms/image over raw\n"
             f"  latency     p50 {result.latency_p50_ms:.0f} ms, p95 {result.latency_p95_ms:.0f} ms "
-            f"(inference {result.inference_ms:.0f} ms)\n"
+            f"(inference {result.inference_ms:.0f} ms raw, "
+            f"{result.daemon_inference_p50_ms:.0f} ms in the daemon's rows)\n"
             f"  peak RSS    {result.peak_rss_mb:.0f} MB"
         )
     return 0
