@@ -1,0 +1,79 @@
+"""``inspectd bench`` on two image kinds in one run: small PNGs at the model's input size and
+camera-like 1280x1024 JPEG frames, so that decoding and resizing a real frame is part of what the
+daemon is compared against.
+
+    python benchmarks/camera_frames.py --model DIR [--images 30] [--json]
+
+Prints, per kind, the ratios the speed issue sets goals for (daemon / raw, daemon / seed loop,
+overhead per image, idle latency over inference); each kind is measured against its own baseline
+from the same run, since absolute speeds differ threefold between the CPUs this runs on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from daemon.bench import BenchResult, bench
+
+KINDS = {"png-input-size": ((256, 256), "png"), "jpg-1280x1024": ((1280, 1024), "jpg")}
+
+
+def ratios(result: BenchResult) -> dict[str, float]:
+    return {
+        "daemon_over_raw": round(result.daemon_ips / result.raw_ips, 3),
+        "daemon_over_seed_loop": round(result.daemon_ips / result.seed_loop_ips, 3),
+        "overhead_ms_per_image": result.overhead_ms_per_image,
+        "idle_latency_over_raw_inference_ms": round(result.latency_p50_ms - result.inference_ms, 1),
+        "idle_latency_over_daemon_inference_ms": round(
+            result.latency_p50_ms - result.daemon_inference_p50_ms, 1
+        ),
+    }
+
+
+def _say(kind: str, text: str) -> None:
+    print(f"{kind}: {text}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", type=Path, required=True, help="an export folder (inspectd train --output)"
+    )
+    parser.add_argument("--images", type=int, default=30)
+    parser.add_argument("--json", action="store_true", help="print every figure as JSON")
+    args = parser.parse_args(argv)
+    found = {}
+    for kind, (size, fmt) in KINDS.items():
+        result = bench(
+            args.model,
+            images=args.images,
+            size=size,
+            fmt=fmt,
+            say=functools.partial(_say, kind),
+        )
+        found[kind] = {"ratios": ratios(result), "figures": asdict(result)}
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    for kind, entry in found.items():
+        r, f = entry["ratios"], entry["figures"]
+        print(
+            f"{kind}: daemon {f['daemon_ips']:.2f} images/s = {r['daemon_over_raw']:.2f} x raw "
+            f"({f['raw_ips']:.2f}), {r['daemon_over_seed_loop']:.2f} x seed loop "
+            f"({f['seed_loop_ips']:.2f}); overhead {r['overhead_ms_per_image']:.0f} ms/image; idle "
+            f"latency p50 {f['latency_p50_ms']:.0f} ms = raw inference "
+            f"{r['idle_latency_over_raw_inference_ms']:+.0f} ms, daemon inference "
+            f"{r['idle_latency_over_daemon_inference_ms']:+.0f} ms"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
