@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="side in pixels")
     parser.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE)
     parser.add_argument("--teacher", default="auto", help="as inspectd train --teacher")
-    parser.add_argument("--anomaly-map", default="auto", help="as inspectd train --anomaly-map")
+    parser.add_argument("--anomaly-map", default="student-teacher", help="as inspectd train --anomaly-map")
     parser.add_argument("--test-normal-share", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", action="store_true", help="also write OUT/report/index.html")

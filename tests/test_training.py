@@ -192,7 +192,7 @@ def test_random_teacher_model_never_touches_anomalib_cache(
     assert InspectdEfficientAd(Teacher("random", None), tmp_path, "small", 256, 1e-3).lr == 1e-3
 
 
-def test_random_teacher_scores_with_the_student_teacher_map_alone(tmp_path: Path) -> None:
+def test_every_teacher_scores_with_the_student_teacher_map_alone_by_default(tmp_path: Path) -> None:
     import torch
     from anomalib.models.image.efficient_ad.torch_model import EfficientAdModel
 
@@ -219,17 +219,15 @@ def test_random_teacher_scores_with_the_student_teacher_map_alone(tmp_path: Path
     weights = tmp_path / "teacher.pth"
     torch.save(network.teacher.state_dict(), weights)
     given = Teacher(f"path:{weights}", weights)
-    assert type(InspectdEfficientAd(given, tmp_path, "small", 256).model) is EfficientAdModel
-    assert (anomaly_map_for(given), anomaly_map_for(Teacher("random", None))) == (
-        BOTH_MAPS,
-        STUDENT_TEACHER_MAP,
-    )
+    assert isinstance(InspectdEfficientAd(given, tmp_path, "small", 256).model, StudentTeacherScoring)
+    both = InspectdEfficientAd(given, tmp_path, "small", 256, anomaly_map="both")
+    assert type(both.model) is EfficientAdModel
+    assert (anomaly_map_for(), anomaly_map_for("both")) == (STUDENT_TEACHER_MAP, BOTH_MAPS)
 
 
 def test_student_teacher_map_trains_no_autoencoder(tmp_path: Path) -> None:
     """--anomaly-map student-teacher: anomalib's student loss, and the autoencoder left untouched."""
     import torch
-    from anomalib.models.image.efficient_ad.torch_model import EfficientAdModel
 
     from training.model import InspectdEfficientAd, StudentTeacherScoring
 
@@ -244,8 +242,6 @@ def test_student_teacher_map_trains_no_autoencoder(tmp_path: Path) -> None:
     assert all(p.grad is None for p in network.ae.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in network.student.parameters())
 
-    both = InspectdEfficientAd(teacher, tmp_path, "small", 256, anomaly_map="both")
-    assert type(both.model) is EfficientAdModel
     with pytest.raises(TrainingError, match="--anomaly-map must be one of"):
         train(TrainOptions(tmp_path / "normal", tmp_path / "out", anomaly_map="ae"))
 

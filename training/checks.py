@@ -45,7 +45,7 @@ def check_options(
     precision: str,
     learning_rate: float,
     *,
-    anomaly_map: str = "auto",
+    anomaly_map: str = ANOMALY_MAPS[0],
 ) -> None:
     if anomaly_map not in ANOMALY_MAPS:
         raise TrainingError(f"--anomaly-map must be one of {', '.join(ANOMALY_MAPS)}, got {anomaly_map!r}")

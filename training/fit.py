@@ -129,7 +129,7 @@ def _card(recipe: Recipe, run: _Run) -> ModelCard:
             "export_precision": o.export_precision,
             "opset": o.opset,
             "stopped_by": run.stopped_by,
-            "anomaly_map": anomaly_map_for(recipe.teacher, o.anomaly_map),
+            "anomaly_map": anomaly_map_for(o.anomaly_map),
             "early_stopping": run.early_stopping,
             "max_minutes": o.max_minutes,
             "resumed_from": str(recipe.resume_from) if recipe.resume_from else None,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.settings import (
+    ANOMALY_MAPS,
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_EARLY_STOP_EVERY,
     DEFAULT_IMAGE_SIZE,
@@ -36,7 +37,7 @@ class TrainOptions:
     imagenet_dir: Path | None = None
     image_size: int = DEFAULT_IMAGE_SIZE
     learning_rate: float = DEFAULT_LEARNING_RATE
-    anomaly_map: str = "auto"  # auto | both | student-teacher (training.model.anomaly_map_for)
+    anomaly_map: str = ANOMALY_MAPS[0]  # student-teacher | both (training.model.anomaly_map_for)
     train_precision: str | None = None
     threshold_policy: str | None = None
     max_minutes: float | None = None
