@@ -34,6 +34,7 @@ from training.metrics import auroc, eer, evaluate_scores, rates_at
 from training.options import TrainOptions
 from training.score_scale import anomalib_clipped
 from training.settings import (
+    ANOMALY_MAPS,
     DEFAULT_IMAGE_SIZE,
     DEFAULT_LEARNING_RATE,
     DEFAULT_MAX_MINUTES,
@@ -188,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="side in pixels")
     parser.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE)
     parser.add_argument("--teacher", default="auto", help="as inspectd train --teacher")
-    parser.add_argument("--anomaly-map", default="student-teacher", help="as inspectd train --anomaly-map")
+    parser.add_argument(
+        "--anomaly-map", choices=ANOMALY_MAPS, default=ANOMALY_MAPS[0], help="as inspectd train --anomaly-map"
+    )
     parser.add_argument("--test-normal-share", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", action="store_true", help="also write OUT/report/index.html")

@@ -16,16 +16,16 @@ from anomalib.models.image.efficient_ad.torch_model import (
 
 from training.lite_teacher import FrozenLiteTeacher
 from training.score_scale import UnclippedPostProcessor
-from training.settings import DEFAULT_LEARNING_RATE
+from training.settings import ANOMALY_MAPS, DEFAULT_LEARNING_RATE
 from training.teacher import Teacher, apply_teacher
 
 BOTH_MAPS = "mean of student-teacher and autoencoder maps"
 STUDENT_TEACHER_MAP = "student-teacher map"
-MAP_CHOICES = {"student-teacher": STUDENT_TEACHER_MAP, "both": BOTH_MAPS}  # --anomaly-map
-DEFAULT_MAP = "student-teacher"
+# --anomaly-map's choices (training.settings, the first is the default) and the card's names for them
+MAP_CHOICES = dict(zip(ANOMALY_MAPS, (STUDENT_TEACHER_MAP, BOTH_MAPS), strict=True))
 
 
-def anomaly_map_for(requested: str = DEFAULT_MAP) -> str:
+def anomaly_map_for(requested: str = ANOMALY_MAPS[0]) -> str:
     """The map that scores the images (``--anomaly-map``), as the model card names it.
 
     By default the student-teacher map alone, whatever the teacher: its autoencoder is then not
@@ -104,7 +104,7 @@ class InspectdEfficientAd(EfficientAd):
         image_size: int,
         learning_rate: float = DEFAULT_LEARNING_RATE,
         *,
-        anomaly_map: str = DEFAULT_MAP,
+        anomaly_map: str = ANOMALY_MAPS[0],
     ) -> None:
         super().__init__(
             imagenet_dir=imagenet_dir,
