@@ -2,11 +2,13 @@
 camera-like 1280x1024 JPEG frames, so that decoding and resizing a real frame is part of what the
 daemon is compared against.
 
-    python benchmarks/camera_frames.py --model DIR [--images 30] [--json]
+    python benchmarks/camera_frames.py --model DIR [--baseline FP_DIR] [--images 30] [--json]
 
 Prints, per kind, the ratios the speed issue sets goals for (daemon / raw, daemon / seed loop,
-overhead per image, idle latency over inference); each kind is measured against its own baseline
-from the same run, since absolute speeds differ threefold between the CPUs this runs on.
+overhead per image, idle latency over inference; with ``--baseline``, the daemon against the seed
+loop of that other export, e.g. an INT8 model against the fp32 one it came from). Each kind is
+measured against its own baseline from the same run, since absolute speeds differ threefold between
+the CPUs this runs on.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def ratios(result: BenchResult) -> dict[str, float]:
         "idle_latency_over_daemon_inference_ms": round(
             result.latency_p50_ms - result.daemon_inference_p50_ms, 1
         ),
+        **(
+            {"daemon_over_baseline_seed_loop": round(result.daemon_ips / result.baseline_seed_loop_ips, 3)}
+            if result.baseline_seed_loop_ips
+            else {}
+        ),
     }
 
 
@@ -46,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", type=Path, required=True, help="an export folder (inspectd train --output)"
     )
+    parser.add_argument(
+        "--baseline", type=Path, help="the fp32 export an INT8 --model came from (its seed loop is timed too)"
+    )
     parser.add_argument("--images", type=int, default=30)
     parser.add_argument("--json", action="store_true", help="print every figure as JSON")
     args = parser.parse_args(argv)
@@ -57,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             size=size,
             fmt=fmt,
             say=functools.partial(_say, kind),
+            baseline=args.baseline,
         )
         found[kind] = {"ratios": ratios(result), "figures": asdict(result)}
     if args.json:
@@ -71,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             f"latency p50 {f['latency_p50_ms']:.0f} ms = raw inference "
             f"{r['idle_latency_over_raw_inference_ms']:+.0f} ms, daemon inference "
             f"{r['idle_latency_over_daemon_inference_ms']:+.0f} ms"
+            + (
+                f"; {r['daemon_over_baseline_seed_loop']:.2f} x the baseline's seed loop"
+                if "daemon_over_baseline_seed_loop" in r
+                else ""
+            )
         )
     return 0
 

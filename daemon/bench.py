@@ -17,6 +17,10 @@ a closed file to its committed row at a low rate (one image at a time), and
 ``daemon_inference_p50_ms`` the median inference time those rows record (anomalib's inferencer call
 in the daemon), so that latency minus it is what intake, reading and recording add;
 ``peak_rss_mb`` is the daemon process's high-water mark.
+
+``baseline_seed_loop_ips`` (with ``baseline=``, e.g. the fp32 export an INT8 one was quantised from):
+the seed loop on that other export, same images, same run, so that "the INT8 daemon against the FP
+seed loop" is one ratio from one run; ``None`` without it.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class BenchResult:
     daemon_inference_p50_ms: float  # what the low-rate rows record as their inference time
     peak_rss_mb: float
     cpu: str
+    baseline_seed_loop_ips: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -321,12 +326,15 @@ def _peak_rss_mb(pid: int) -> float:
 
 def bench(
     model: Path,
+    *,
     images: int = 30,
     size: tuple[int, int] = (256, 256),
     fmt: str = "png",
     say: Callable[[str], None] = lambda text: None,
+    baseline: Path | None = None,
 ) -> BenchResult:
     xml = locate_xml(model)
+    baseline_xml = locate_xml(baseline) if baseline is not None else None
     with tempfile.TemporaryDirectory(prefix="inspectd-bench-") as tmp:
         root = Path(tmp)
         paths = write_images(root / "images", images, size, fmt)
@@ -334,6 +342,11 @@ def bench(
         say(f"seed loop: anomalib OpenVINOInferencer.predict(path) on {images} images")
         seed_ips = seed_loop(xml, paths, root / "seed")
         say(f"seed loop: {seed_ips:.2f} images/s")
+        baseline_ips = None
+        if baseline_xml is not None:
+            (root / "baseline").mkdir()
+            baseline_ips = seed_loop(baseline_xml, paths, root / "baseline")
+            say(f"seed loop on the baseline {baseline_xml}: {baseline_ips:.2f} images/s")
         tensors = input_tensors(xml, paths)
         raw_ips, raw_config, inference_ms = raw_best(xml, tensors, say)
         say("daemon: inspectd run draining a backlog, then one image at a time")
@@ -355,4 +368,5 @@ def bench(
         daemon_inference_p50_ms=round(statistics.median(run.inference_ms), 1) if run.inference_ms else 0.0,
         peak_rss_mb=round(run.peak_rss_mb, 1),
         cpu=cpu_name(),
+        baseline_seed_loop_ips=round(baseline_ips, 3) if baseline_ips is not None else None,
     )

@@ -25,7 +25,9 @@ KEYS = {
 def test_bench_json_has_the_figures_and_the_daemon_is_not_faster_than_raw(
     tiny_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["bench", "--model", str(tiny_model), "--images", "6", "--json"]) == 0
+    # --baseline: the seed loop on a second export (here the same one), for the INT8-against-FP ratio
+    args = ["bench", "--model", str(tiny_model), "--baseline", str(tiny_model), "--images", "6", "--json"]
+    assert main(args) == 0
     figures = json.loads(capsys.readouterr().out)
     assert set(figures) >= KEYS
     for key in KEYS - {"raw_config", "overhead_ms_per_image"}:
@@ -36,3 +38,4 @@ def test_bench_json_has_the_figures_and_the_daemon_is_not_faster_than_raw(
     # every low-rate row recorded its inference, and it is part of the latency measured around it
     assert 0 < figures["daemon_inference_p50_ms"] <= figures["latency_p50_ms"]
     assert {"precision", "hint"} <= set(figures["raw_config"])
+    assert figures["baseline_seed_loop_ips"] > 0

@@ -126,6 +126,13 @@ def register_bench(commands: Any) -> None:
         "--size", default="256x256", metavar="WxH", help="size of the generated frames (default 256x256)"
     )
     bench.add_argument("--format", choices=("png", "jpg"), default="png", help="file format of the frames")
+    bench.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="another export (e.g. the fp32 one an INT8 --model was quantised from): its seed loop is "
+        "measured too, as baseline_seed_loop_ips, so the daemon's speed can be set against it",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object with the figures")
     bench.set_defaults(handler=cmd_bench)
 
@@ -145,6 +152,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         size=(width, height),
         fmt=args.format,
         say=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True),
+        baseline=args.baseline,
     )
     if args.json:
         print(result.to_json())
@@ -162,6 +170,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{result.daemon_inference_p50_ms:.0f} ms in the daemon's rows)\n"
             f"  peak RSS    {result.peak_rss_mb:.0f} MB"
         )
+        if result.baseline_seed_loop_ips:
+            print(
+                f"  baseline    {result.baseline_seed_loop_ips:7.2f} images/s seed loop on {args.baseline} "
+                f"(daemon {result.daemon_ips / result.baseline_seed_loop_ips:.2f} x)"
+            )
     return 0
 
 
