@@ -188,7 +188,7 @@ def test_random_teacher_model_never_touches_anomalib_cache(
     model = InspectdEfficientAd(Teacher("random(seed=0)", None, 0), tmp_path, "small", 256)
     model.prepare_pretrained_model()
     assert not (empty_cache / "anomalib").exists()
-    assert model.lr == 1e-4  # EfficientAD's Adam rate unless --learning-rate says otherwise
+    assert model.lr == 3e-4  # 3x EfficientAD's Adam rate unless --learning-rate says otherwise
     assert InspectdEfficientAd(Teacher("random", None), tmp_path, "small", 256, 1e-3).lr == 1e-3
 
 
@@ -293,7 +293,7 @@ def test_tiny_export_has_layout_and_valid_card(tiny_model: Path) -> None:
     assert card.validation["normal_score_max"] >= card.threshold  # 0.99-quantile of two scores
     assert card.created_at.endswith("+00:00")
     assert card.extra["precision"] == cpu_precision()
-    assert card.extra["learning_rate"] == 1e-4
+    assert card.extra["learning_rate"] == 3e-4
     assert (card.extra["export_precision"], card.extra["opset"]) == ("fp32", 18)
     assert card.extra["stopped_by"] == "max-steps"
     assert card.extra["anomaly_map"] == "student-teacher map"  # random teacher
