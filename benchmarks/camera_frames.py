@@ -20,26 +20,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from daemon.bench import BenchResult, bench
+from daemon.bench import bench
 
 KINDS = {"png-input-size": ((256, 256), "png"), "jpg-1280x1024": ((1280, 1024), "jpg")}
-
-
-def ratios(result: BenchResult) -> dict[str, float]:
-    return {
-        "daemon_over_raw": round(result.daemon_ips / result.raw_ips, 3),
-        "daemon_over_seed_loop": round(result.daemon_ips / result.seed_loop_ips, 3),
-        "overhead_ms_per_image": result.overhead_ms_per_image,
-        "idle_latency_over_raw_inference_ms": round(result.latency_p50_ms - result.inference_ms, 1),
-        "idle_latency_over_daemon_inference_ms": round(
-            result.latency_p50_ms - result.daemon_inference_p50_ms, 1
-        ),
-        **(
-            {"daemon_over_baseline_seed_loop": round(result.daemon_ips / result.baseline_seed_loop_ips, 3)}
-            if result.baseline_seed_loop_ips
-            else {}
-        ),
-    }
 
 
 def _say(kind: str, text: str) -> None:
@@ -69,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             say=functools.partial(_say, kind),
             baseline=args.baseline,
         )
-        found[kind] = {"ratios": ratios(result), "figures": asdict(result)}
+        found[kind] = {"ratios": result.ratios(), "figures": asdict(result)}
     if args.json:
         print(json.dumps(found, indent=2))
         return 0

@@ -71,8 +71,24 @@ class BenchResult:
     cpu: str
     baseline_seed_loop_ips: float | None = None
 
+    def ratios(self) -> dict[str, float]:
+        """The figures the speed goals are set on, each defined here once (text output, ``--json``
+        and ``benchmarks/camera_frames.py`` all read them from here)."""
+        found = {
+            "daemon_over_raw": round(self.daemon_ips / self.raw_ips, 3),
+            "daemon_over_seed_loop": round(self.daemon_ips / self.seed_loop_ips, 3),
+            "overhead_ms_per_image": self.overhead_ms_per_image,
+            "idle_latency_over_raw_inference_ms": round(self.latency_p50_ms - self.inference_ms, 1),
+            "idle_latency_over_daemon_inference_ms": round(
+                self.latency_p50_ms - self.daemon_inference_p50_ms, 1
+            ),
+        }
+        if self.baseline_seed_loop_ips:
+            found["daemon_over_baseline_seed_loop"] = round(self.daemon_ips / self.baseline_seed_loop_ips, 3)
+        return found
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return json.dumps({**asdict(self), "ratios": self.ratios()}, indent=2)
 
 
 def cpu_name() -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.bench import BenchResult
 from daemon.cli import main
 
 KEYS = {
@@ -39,3 +40,37 @@ def test_bench_json_has_the_figures_and_the_daemon_is_not_faster_than_raw(
     assert 0 < figures["daemon_inference_p50_ms"] <= figures["latency_p50_ms"]
     assert {"precision", "hint"} <= set(figures["raw_config"])
     assert figures["baseline_seed_loop_ips"] > 0
+    assert figures["ratios"]["daemon_over_baseline_seed_loop"] > 0
+
+
+def _result(**changes: object) -> BenchResult:
+    figures: dict[str, object] = {
+        "images": 10,
+        "image_size": (256, 256),
+        "seed_loop_ips": 2.0,
+        "raw_ips": 4.0,
+        "raw_config": {},
+        "daemon_ips": 3.0,
+        "overhead_ms_per_image": 83.3,
+        "latency_p50_ms": 300.0,
+        "latency_p95_ms": 320.0,
+        "inference_ms": 250.0,
+        "daemon_inference_p50_ms": 260.0,
+        "peak_rss_mb": 500.0,
+        "cpu": "test CPU",
+    }
+    return BenchResult(**{**figures, **changes})  # type: ignore[arg-type]
+
+
+def test_the_goal_ratios_are_defined_once_on_the_result() -> None:
+    ratios = _result().ratios()
+    assert ratios == {
+        "daemon_over_raw": 0.75,
+        "daemon_over_seed_loop": 1.5,
+        "overhead_ms_per_image": 83.3,
+        "idle_latency_over_raw_inference_ms": 50.0,
+        "idle_latency_over_daemon_inference_ms": 40.0,
+    }
+    # the INT8-against-FP ratio exists only when a baseline export was timed
+    assert _result(baseline_seed_loop_ips=1.5).ratios()["daemon_over_baseline_seed_loop"] == 2.0
+    assert json.loads(_result().to_json())["ratios"] == ratios

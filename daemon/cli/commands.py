@@ -157,23 +157,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         print(result.to_json())
     else:
+        ratios = result.ratios()
         print(
             f"{result.cpu}, {result.images} images of {width}x{height} {args.format}\n"
             f"  seed loop   {result.seed_loop_ips:7.2f} images/s\n"
             f"  raw best    {result.raw_ips:7.2f} images/s  {result.raw_config}\n"
             f"  daemon      {result.daemon_ips:7.2f} images/s  "
-            f"({result.daemon_ips / result.raw_ips:.2f} x raw, "
-            f"{result.daemon_ips / result.seed_loop_ips:.2f} x seed loop)\n"
+            f"({ratios['daemon_over_raw']:.2f} x raw, {ratios['daemon_over_seed_loop']:.2f} x seed loop)\n"
             f"  overhead    {result.overhead_ms_per_image:7.1f} ms/image over raw\n"
             f"  latency     p50 {result.latency_p50_ms:.0f} ms, p95 {result.latency_p95_ms:.0f} ms "
             f"(inference {result.inference_ms:.0f} ms raw, "
             f"{result.daemon_inference_p50_ms:.0f} ms in the daemon's rows)\n"
             f"  peak RSS    {result.peak_rss_mb:.0f} MB"
         )
-        if result.baseline_seed_loop_ips:
+        if "daemon_over_baseline_seed_loop" in ratios:
             print(
                 f"  baseline    {result.baseline_seed_loop_ips:7.2f} images/s seed loop on {args.baseline} "
-                f"(daemon {result.daemon_ips / result.baseline_seed_loop_ips:.2f} x)"
+                f"(daemon {ratios['daemon_over_baseline_seed_loop']:.2f} x)"
             )
     return 0
 
