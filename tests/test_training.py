@@ -271,10 +271,25 @@ def test_progress_log_is_sparse_and_has_an_eta() -> None:
         trainer.global_step = step
         progress.on_train_batch_end(trainer, None, {"loss": torch.tensor(2.0)}, None, step)  # type: ignore[arg-type]
     lines = stream.getvalue().splitlines()
-    assert "40 training images" in lines[0]
+    assert "up to 1000 steps; first computing" in lines[0] and "40 training images" in lines[0]
     assert 20 <= len(lines) <= 80  # 25 minutes of training
     assert "step 500/1000 (50%)  loss 2.000  1.50 s/step  ETA 12:30" in stream.getvalue()
     assert lines[-1].startswith("train: step 1000/1000 (100%)")
+
+
+def test_progress_eta_ends_with_the_time_budget() -> None:
+    """With the default 70k steps the budget ends the run: the ETA and the first line say so."""
+    stream, now = io.StringIO(), [0.0]
+    progress = TrainingProgress(70_000, stream=stream, interactive=False, clock=lambda: now[0], budget_s=600)
+    trainer = SimpleNamespace(global_step=0, num_training_batches=40)
+    progress.on_train_start(trainer, None)  # type: ignore[arg-type]
+    for step in range(1, 122):  # a line every 30 s: the last at step 121
+        now[0] += 1.0
+        trainer.global_step = step
+        progress.on_train_batch_end(trainer, None, {"loss": torch.tensor(2.0)}, None, step)  # type: ignore[arg-type]
+    lines = stream.getvalue().splitlines()
+    assert "up to 70000 steps or 10:00, whichever comes first" in lines[0]
+    assert lines[-1].startswith("train: step 121/70000") and "ETA 7:59" in lines[-1]  # 600 - 121 s
 
 
 # --- the real tiny export -----------------------------------------------------------------------

@@ -19,7 +19,15 @@ from training.data_checks import trained_on
 from training.errors import TrainingError
 from training.fit import train
 from training.options import TrainOptions
+from training.settings import DEFAULT_LEARNING_RATE
 from training.synthetic import make_surface_set
+
+
+def checkpoint_learning_rate(out: Path) -> float:
+    import torch
+
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return float(state["optimizer_states"][0]["param_groups"][0]["lr"])
 
 
 @pytest.fixture
@@ -102,6 +110,8 @@ def test_offline_run_calibrates_stops_on_time_resumes_and_exports_fp16(
     ]
     assert len((out / HASHES_NAME).read_text().split()) == 8  # 6 normal + 2 abnormal, the copy once
     assert (out / "checkpoints" / "last.ckpt").is_file()  # stopped early: kept for --resume
+    # the budget ended the run, so the learning rate's final tenfold drop came by the clock
+    assert checkpoint_learning_rate(out) == pytest.approx(0.1 * DEFAULT_LEARNING_RATE)
 
     resumed = train(
         TrainOptions(
@@ -123,6 +133,7 @@ def test_offline_run_calibrates_stops_on_time_resumes_and_exports_fp16(
     assert [step for step, _ in history] == [2, 3]  # measured every step after the resumed one
     assert resumed.extra["early_stopping"]["best_step"] in (2, 3)
     assert resumed.extra["resumed_from"].endswith("last.ckpt")
+    assert resumed.extra["final_learning_rate"] == pytest.approx(0.1 * DEFAULT_LEARNING_RATE)  # not twice
     assert not (out / "checkpoints").exists()  # finished: nothing left to resume
     assert network_calls == []
 

@@ -53,9 +53,9 @@ def register(commands: Any) -> None:
         type=int,
         default=DEFAULT_MAX_STEPS,
         metavar="N",
-        help="training steps of one image each; --max-minutes caps the time; a 2-core CPU "
-        "takes 2-10 s/step depending on the CPU and teacher; more steps help, fewer are for "
-        "trials (default: %(default)s)",
+        help="training steps of one image each (default: %(default)s, the paper's, which no CPU "
+        "reaches: --max-minutes ends a default run, so a faster CPU trains more steps); a 2-core "
+        "CPU takes 0.4-6 s/step depending on the CPU; more steps help, fewer are for trials",
     )
     _add_model_options(train)
     _add_run_options(train)
@@ -249,7 +249,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if card.extra.get("stopped_by") == "early-stopping":
         print(f"stopped early: the held-out AUROC stopped improving ({card.extra['early_stopping']})")
     if card.extra.get("stopped_by") == "time-budget":
-        print("stopped by --max-minutes; continue with --resume and the same options as this run")
+        print(
+            f"trained for --max-minutes ({card.steps} steps), as a default run does; --resume with the "
+            f"same options trains on from {args.output / 'checkpoints'} (delete that folder otherwise)"
+        )
     if args.abnormal:
         print(f"check it: inspectd evaluate --model {args.output} --normal DIR --abnormal DIR")
     return 0

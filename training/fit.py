@@ -30,7 +30,7 @@ from lightning.pytorch import seed_everything
 
 from inspectd.card import ModelCard, compute_model_id, write_card
 from inspectd.export import CARD_NAME, CHECKPOINTS, XML_IN_EXPORT
-from training.callbacks import PeriodicCheckpoint, TimeBudget
+from training.callbacks import FinalDecay, PeriodicCheckpoint, TimeBudget
 from training.data_checks import write_hashes
 from training.early_stop import AurocEarlyStopping
 from training.errors import TrainingError
@@ -59,6 +59,8 @@ class _Run:
     validation: dict[str, Any]
     stopped_by: str
     early_stopping: dict[str, Any] | None
+    final_learning_rate: float
+    learning_rate_dropped_at: int | None
 
 
 def train(options: TrainOptions, *, warn: Callable[[str], None] | None = None) -> ModelCard:
@@ -131,6 +133,8 @@ def _card(recipe: Recipe, run: _Run) -> ModelCard:
             "stopped_by": run.stopped_by,
             "anomaly_map": anomaly_map_for(o.anomaly_map),
             "early_stopping": run.early_stopping,
+            "final_learning_rate": run.final_learning_rate,
+            "learning_rate_dropped_at_step": run.learning_rate_dropped_at,
             "max_minutes": o.max_minutes,
             "resumed_from": str(recipe.resume_from) if recipe.resume_from else None,
             "normal_dir": str(o.normal_dir.resolve()),
@@ -174,7 +178,8 @@ def _fit_and_export(recipe: Recipe, output: Path) -> _Run:
         )
         budget = TimeBudget(o.max_minutes) if o.max_minutes else None
         early = AurocEarlyStopping(recipe.early_stop_every, o.patience) if recipe.early_stop_every else None
-        engine = _engine(recipe, output, work, budget, early)
+        decay = FinalDecay(o.max_steps, budget)
+        engine = _engine(recipe, output, work, budget=budget, early=early, decay=decay)
         started = time.monotonic()
         with quiet_libraries(), _ctrl_c_raises():
             engine.fit(model, datamodule=datamodule, ckpt_path=recipe.resume_from)
@@ -199,18 +204,27 @@ def _fit_and_export(recipe: Recipe, output: Path) -> _Run:
             validation=validation,
             stopped_by=_stopped_by(budget, early),
             early_stopping=early.summary() if early else None,
+            final_learning_rate=float(engine.trainer.optimizers[0].param_groups[0]["lr"]),
+            learning_rate_dropped_at=decay.dropped_at,
         )
 
 
 def _engine(
-    recipe: Recipe, output: Path, work: Path, budget: TimeBudget | None, early: AurocEarlyStopping | None
+    recipe: Recipe,
+    output: Path,
+    work: Path,
+    *,
+    budget: TimeBudget | None,
+    early: AurocEarlyStopping | None,
+    decay: FinalDecay,
 ) -> Engine:
     o = recipe.options
-    callbacks: list[Any] = [TrainingProgress(o.max_steps)]
+    callbacks: list[Any] = [TrainingProgress(o.max_steps, budget_s=budget.seconds if budget else None)]
     if o.checkpoint_every:
         callbacks.append(PeriodicCheckpoint(output / CHECKPOINTS, o.checkpoint_every))
     if budget:
         callbacks.append(budget)
+    callbacks.append(decay)
     if early:
         callbacks.append(early)  # after the budget, so that it sees a time stop as the last step
     return Engine(

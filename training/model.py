@@ -118,6 +118,12 @@ class InspectdEfficientAd(EfficientAd):
             self.model = StudentTeacherScoring(teacher_out_channels=384, model_size=self.model_size)
         self.model.teacher = teacher_network(teacher, model_size)  # type: ignore[assignment]
 
+    def configure_optimizers(self) -> Any:
+        """anomalib's Adam without its scheduler, which Lightning would step once per epoch so that
+        its drop never comes; ``training.callbacks.FinalDecay`` makes that drop instead."""
+        configured = super().configure_optimizers()
+        return configured["optimizer"] if isinstance(configured, dict) else configured
+
     def prepare_pretrained_model(self) -> None:
         """The teacher was set in ``__init__``; anomalib's download must not run."""
 

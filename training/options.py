@@ -15,6 +15,7 @@ from training.settings import (
     DEFAULT_EARLY_STOP_EVERY,
     DEFAULT_IMAGE_SIZE,
     DEFAULT_LEARNING_RATE,
+    DEFAULT_MAX_MINUTES,
     DEFAULT_MAX_STEPS,
     DEFAULT_OPSET,
     DEFAULT_PATIENCE,
@@ -25,7 +26,8 @@ from training.settings import (
 class TrainOptions:
     """``train_precision`` is a Lightning precision string (None: bf16 only where the CPU has AMX);
     ``threshold_policy`` is ``f1`` / ``target-frr=X`` / ``normal-quantile=Q`` (None: f1 with
-    abnormal images, else normal-quantile=0.99); ``max_minutes`` None means no time budget."""
+    abnormal images, else normal-quantile=0.99); ``max_minutes`` None means no time budget (then
+    ``max_steps``, 70k by default, ends the run)."""
 
     normal_dir: Path
     output: Path
@@ -40,7 +42,7 @@ class TrainOptions:
     anomaly_map: str = ANOMALY_MAPS[0]  # student-teacher | both (training.model.anomaly_map_for)
     train_precision: str | None = None
     threshold_policy: str | None = None
-    max_minutes: float | None = None
+    max_minutes: float | None = DEFAULT_MAX_MINUTES
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
     resume: bool = False
     export_precision: str = "fp32"

@@ -45,8 +45,10 @@ class TrainingProgress(Callback):
         interactive: bool | None = None,
         every_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        budget_s: float | None = None,
     ) -> None:
         self.total = total_steps
+        self.budget_s = budget_s  # --max-minutes: whichever of it and total_steps comes first
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self.every_s = every_s
@@ -66,8 +68,9 @@ class TrainingProgress(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._started = self.clock()
+        limit = f" or {format_duration(self.budget_s)}, whichever comes first" if self.budget_s else ""
         self.say(
-            f"train: {self.total} steps; first computing teacher feature statistics over "
+            f"train: up to {self.total} steps{limit}; first computing teacher feature statistics over "
             f"{_count(trainer.num_training_batches)} training images"
         )
 
@@ -94,7 +97,10 @@ class TrainingProgress(Callback):
             parts.append(f"loss {loss:.3f}")
         if self._first_step_at is not None and step > self._first_step:
             per_step = (now - self._first_step_at) / (step - self._first_step)
-            parts += [f"{per_step:.2f} s/step", f"ETA {format_duration(per_step * (self.total - step))}"]
+            left = per_step * (self.total - step)
+            if self.budget_s is not None:
+                left = min(left, self.budget_s - (now - self._started))
+            parts += [f"{per_step:.2f} s/step", f"ETA {format_duration(left)}"]
         parts.append(f"elapsed {format_duration(now - self._started)}")
         return "  ".join(parts)
 
