@@ -214,7 +214,22 @@ def test_every_teacher_scores_with_the_student_teacher_map_alone_by_default(tmp_
         map_st, map_stae = network.compute_maps(batch, student, distance)
     assert torch.equal(scored.anomaly_map, map_st)
     assert torch.equal(scored.pred_score, map_st.amax(dim=(-2, -1)))
-    assert not torch.allclose(scored.anomaly_map, 0.5 * map_st + 0.5 * map_stae)
+    assert map_stae is map_st  # no autoencoder map; anomalib's calibration still gets two
+
+    # anomalib's network with the same teacher and the same first half of the student: the same map
+    full = EfficientAdModel(teacher_out_channels=384).eval()
+    full.teacher.load_state_dict(network.teacher.state_dict())
+    full.mean_std.load_state_dict(network.mean_std.state_dict())
+    halved = {k: v for k, v in network.student.state_dict().items()}
+    for name, value in full.student.state_dict().items():
+        if value.shape != halved[name].shape:  # conv4: 768 outputs there, 384 here
+            halved[name] = torch.cat([halved[name], value[384:]])
+    full.student.load_state_dict(halved)
+    with torch.no_grad():
+        anomalib_st, _ = full.get_maps(batch, normalize=False)
+        ours, _ = network.get_maps(batch, normalize=False)
+    assert network.student.conv4.out_channels == 384 and full.student.conv4.out_channels == 768
+    torch.testing.assert_close(ours, anomalib_st)
 
     weights = tmp_path / "teacher.pth"
     torch.save(network.teacher.state_dict(), weights)
@@ -239,7 +254,8 @@ def test_student_teacher_map_trains_no_autoencoder(tmp_path: Path) -> None:
     loss_st, loss_ae, loss_stae = network(torch.rand(1, 3, 128, 128), torch.rand(1, 3, 128, 128))
     assert loss_st.item() > 0 and loss_ae.item() == loss_stae.item() == 0.0
     (loss_st + loss_ae + loss_stae).backward()
-    assert all(p.grad is None for p in network.ae.parameters())
+    # nothing of the autoencoder is kept, so anomalib's Adam (student + autoencoder) holds the student alone
+    assert list(network.ae.parameters()) == []
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in network.student.parameters())
 
     with pytest.raises(TrainingError, match="--anomaly-map must be one of"):

@@ -11,10 +11,14 @@ from anomalib.models import EfficientAd
 from anomalib.models.image.efficient_ad.torch_model import (
     EfficientAdModel,
     EfficientAdModelSize,
+    MediumPatchDescriptionNetwork,
+    SmallPatchDescriptionNetwork,
     reduce_tensor_elems,
 )
+from torch import nn
+from torch.nn import functional
 
-from training.lite_teacher import FrozenLiteTeacher
+from training.lite_teacher import PDN_BORDER, FrozenLiteTeacher
 from training.score_scale import UnclippedPostProcessor
 from training.settings import ANOMALY_MAPS, DEFAULT_LEARNING_RATE
 from training.teacher import Teacher, apply_teacher
@@ -51,12 +55,26 @@ def teacher_network(teacher: Teacher, model_size: str) -> torch.nn.Module:
 class StudentTeacherScoring(EfficientAdModel):
     """anomalib's EfficientAD network scoring with the student-teacher map alone.
 
-    The autoencoder's output is unused at inference, so the export leaves it out, and training
-    skips it too: each step computes anomalib's student loss (hard-feature quantile plus the
-    penalty on a penalty-set image) but not the autoencoder and student-autoencoder losses, whose
-    only product would be the map that is not used. That is one autoencoder pass, one student pass
-    and one teacher pass fewer per step, so more steps fit in the time budget.
+    Nothing of the autoencoder is kept: not the autoencoder (no parameters), nor the half of the
+    student's last convolution that only learns to imitate it. anomalib's student puts out twice
+    the teacher's channels, the second half for the autoencoder map; each output channel of a
+    convolution has its own filters, so dropping that half changes nothing in the first half's
+    output or gradients, and it saves about a quarter of the student's work (its last convolution
+    is half of it) in every step and every inference. Training computes anomalib's student loss
+    (hard-feature quantile plus the penalty on a penalty-set image) and no autoencoder losses.
     """
+
+    def __init__(
+        self, teacher_out_channels: int = 384, model_size: EfficientAdModelSize = EfficientAdModelSize.S
+    ) -> None:
+        super().__init__(teacher_out_channels=teacher_out_channels, model_size=model_size)
+        network = (
+            MediumPatchDescriptionNetwork
+            if model_size == EfficientAdModelSize.M
+            else SmallPatchDescriptionNetwork
+        )
+        self.student = network(out_channels=teacher_out_channels)
+        self.ae = NoAutoencoder()  # type: ignore[assignment]
 
     def forward(
         self,
@@ -69,6 +87,27 @@ class StudentTeacherScoring(EfficientAdModel):
             return self.student_losses(batch_imagenet, distance_st)
         map_st, _ = self.compute_maps(batch, student_output, distance_st, normalize)
         return InferenceBatch(pred_score=torch.amax(map_st, dim=(-2, -1)), anomaly_map=map_st)
+
+    def compute_maps(
+        self,
+        batch: torch.Tensor,
+        student_output: torch.Tensor,
+        distance_st: torch.Tensor,
+        normalize: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """anomalib's student-teacher map (channel mean, padding, resize, quantile normalisation).
+        There is no autoencoder map: the second value repeats the first, so that anomalib's
+        calibration, which takes quantiles of both, runs unchanged."""
+        map_st = torch.mean(distance_st, dim=1, keepdim=True)
+        if self.pad_maps:
+            map_st = functional.pad(map_st, (PDN_BORDER,) * 4)
+        map_st = functional.interpolate(map_st, size=batch.shape[-2:], mode="bilinear")
+        if normalize:
+            q = self.quantiles  # unset (zeros) before calibration: then the map stays as it is
+            is_set = self._is_set_tensor(q)
+            range_st = torch.where(is_set, q["qb_st"] - q["qa_st"], torch.ones_like(q["qa_st"]))
+            map_st = torch.where(is_set, 0.1 * (map_st - q["qa_st"]) / range_st, map_st)
+        return map_st, map_st
 
     def student_losses(
         self, batch_imagenet: torch.Tensor | None, distance_st: torch.Tensor
@@ -84,6 +123,14 @@ class StudentTeacherScoring(EfficientAdModel):
         loss_st = loss_hard + torch.mean(penalty**2)
         zero = torch.zeros((), device=loss_st.device)
         return loss_st, zero, zero
+
+
+class NoAutoencoder(nn.Module):
+    """Where anomalib's autoencoder sits in a model that scores without it: no parameters, so
+    anomalib's optimiser (student plus autoencoder parameters) holds the student alone."""
+
+    def forward(self, *_: Any) -> torch.Tensor:
+        raise RuntimeError("this model scores with the student-teacher map alone; it has no autoencoder")
 
 
 class InspectdEfficientAd(EfficientAd):
