@@ -220,11 +220,11 @@ def test_every_teacher_scores_with_the_student_teacher_map_alone_by_default(tmp_
     full = EfficientAdModel(teacher_out_channels=384).eval()
     full.teacher.load_state_dict(network.teacher.state_dict())
     full.mean_std.load_state_dict(network.mean_std.state_dict())
-    halved = {k: v for k, v in network.student.state_dict().items()}
+    widened = dict(network.student.state_dict())
     for name, value in full.student.state_dict().items():
-        if value.shape != halved[name].shape:  # conv4: 768 outputs there, 384 here
-            halved[name] = torch.cat([halved[name], value[384:]])
-    full.student.load_state_dict(halved)
+        if value.shape != widened[name].shape:  # conv4: 768 outputs there, 384 here
+            widened[name] = torch.cat([widened[name], value[384:]])
+    full.student.load_state_dict(widened)
     with torch.no_grad():
         anomalib_st, _ = full.get_maps(batch, normalize=False)
         ours, _ = network.get_maps(batch, normalize=False)
