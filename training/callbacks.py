@@ -39,10 +39,14 @@ class TimeBudget(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.started = self.clock()
 
+    def spent(self, share: float = 1.0) -> bool:
+        """Whether ``share`` of the budget has passed since training started."""
+        return self.clock() - self.started >= share * self.seconds
+
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.stopped_at is None and self.clock() - self.started >= self.seconds:
+        if self.stopped_at is None and self.spent():
             trainer.should_stop = True
             self.stopped_at = trainer.global_step
 
@@ -104,10 +108,7 @@ class FinalDecay(Callback):
             self.dropped_at = trainer.global_step
 
     def _late(self, step: int) -> bool:
-        if step >= DECAY_AT * self.max_steps:
-            return True
-        budget = self.budget
-        return budget is not None and budget.clock() - budget.started >= DECAY_AT * budget.seconds
+        return step >= DECAY_AT * self.max_steps or (self.budget is not None and self.budget.spent(DECAY_AT))
 
     def state_dict(self) -> dict[str, Any]:
         return {"dropped_at": self.dropped_at}

@@ -110,8 +110,9 @@ def _add_model_options(train: argparse.ArgumentParser) -> None:
         "--anomaly-map",
         choices=ANOMALY_MAPS,
         default=ANOMALY_MAPS[0],
-        help="which map scores a part: student-teacher (the autoencoder is not trained at all, so a "
-        "step costs about 0.6 of a full one and more steps fit in --max-minutes) or both "
+        help="which map scores a part: student-teacher (no autoencoder, nor the student's half that "
+        "imitates it, so a step costs at most about 0.6 of a full one and more steps fit in "
+        "--max-minutes) or both "
         "(anomalib's mean of the student-teacher and autoencoder maps) (default: %(default)s)",
     )
     train.add_argument(

@@ -32,8 +32,9 @@ MAP_CHOICES = dict(zip(ANOMALY_MAPS, (STUDENT_TEACHER_MAP, BOTH_MAPS), strict=Tr
 def anomaly_map_for(requested: str = ANOMALY_MAPS[0]) -> str:
     """The map that scores the images (``--anomaly-map``), as the model card names it.
 
-    By default the student-teacher map alone, whatever the teacher: its autoencoder is then not
-    trained, so a step costs about 0.6 of a full one and more steps fit in the time cap. On ELPV
+    By default the student-teacher map alone, whatever the teacher: the model then has no
+    autoencoder (``StudentTeacherScoring``), so a step costs at most about 0.6 of a full one (0.6
+    measured before the student also lost the autoencoder's half) and more steps fit in the cap. On ELPV
     mono cells (frozen Lite2, 26-minute cap, one core) that gave AUROC 0.903 / EER 0.190 against
     0.852 / 0.204 with both maps (seed 1, 251 against 126 steps; README, Accuracy). At equal steps
     the map choice was neutral with a Lite teacher (0.872 alone, 0.871 mean) and the autoencoder
