@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from inspectd.export import CHECKPOINTS, LAST_CHECKPOINT
 from training.options import TrainOptions
 from training.settings import (
     ANOMALY_MAPS,
@@ -250,13 +251,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     if card.extra.get("stopped_by") == "early-stopping":
         print(f"stopped early: the held-out AUROC stopped improving ({card.extra['early_stopping']})")
     if card.extra.get("stopped_by") == "time-budget":
-        print(
-            f"trained for --max-minutes ({card.steps} steps), as a default run does; --resume with the "
-            f"same options trains on from {args.output / 'checkpoints'} (delete that folder otherwise)"
-        )
+        print(time_stop_line(card.steps, args.output / CHECKPOINTS))
     if args.abnormal:
         print(f"check it: inspectd evaluate --model {args.output} --normal DIR --abnormal DIR")
     return 0
+
+
+def time_stop_line(steps: int, checkpoints: Path) -> str:
+    """What a run ended by --max-minutes tells the user; --resume is offered only when the
+    checkpoint it needs was kept (none is with --checkpoint-every 0)."""
+    said = f"trained for --max-minutes ({steps} steps), as a default run does"
+    if (checkpoints / LAST_CHECKPOINT).is_file():
+        return (
+            f"{said}; --resume with the same options trains on from {checkpoints} "
+            "(delete that folder otherwise)"
+        )
+    return f"{said}; no checkpoint was kept (--checkpoint-every 0), so it cannot be resumed"
 
 
 def options_from(args: argparse.Namespace) -> TrainOptions:

@@ -41,6 +41,7 @@ from training.options import TrainOptions
 from training.penalty import build_penalty_set
 from training.progress import TrainingProgress, quiet_libraries
 from training.recipe import Recipe, prepare
+from training.resume import mismatch
 
 HELD_OUT_RATIO = 0.2
 
@@ -151,6 +152,15 @@ def _warn_to_stderr(message: str) -> None:
     print(f"train: warning: {message}", file=sys.stderr, flush=True)
 
 
+def _fit(engine: Engine, model: InspectdEfficientAd, datamodule: Folder, resume_from: Path | None) -> None:
+    try:
+        engine.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    except RuntimeError as exc:
+        if resume_from is not None and (explained := mismatch(exc, resume_from)) is not None:
+            raise explained from exc
+        raise
+
+
 def _fit_and_export(recipe: Recipe, output: Path) -> _Run:
     """All of Lightning's and anomalib's files go to a scratch folder inside ``output``, which is
     removed afterwards; only the OpenVINO IR is moved into place (and checkpoints, if any, are
@@ -182,7 +192,7 @@ def _fit_and_export(recipe: Recipe, output: Path) -> _Run:
         engine = _engine(recipe, output, work, budget=budget, early=early, decay=decay)
         started = time.monotonic()
         with quiet_libraries(), _ctrl_c_raises():
-            engine.fit(model, datamodule=datamodule, ckpt_path=recipe.resume_from)
+            _fit(engine, model, datamodule, recipe.resume_from)
             if not _calibrated(model):  # a stop before max_steps may skip Lightning's validation
                 engine.validate(model, datamodule=datamodule)
         train_s = time.monotonic() - started
