@@ -39,6 +39,7 @@ from training.settings import (
     DEFAULT_LEARNING_RATE,
     DEFAULT_MAX_MINUTES,
     DEFAULT_MAX_STEPS,
+    MODEL_SIZES,
 )
 
 NORMAL_PROB, ABNORMAL_PROB = 0.0, 1.0
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             seed=args.seed,
             max_minutes=args.max_minutes,
             image_size=args.image_size,
+            model_size=args.model_size,
             learning_rate=args.learning_rate,
             anomaly_map=args.anomaly_map,
         )
@@ -128,6 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "teacher": model.card.teacher,
         "steps": card.steps,
         "image_size": args.image_size,
+        "model_size": args.model_size,
         "learning_rate": args.learning_rate,
         "anomaly_map": model.card.extra.get("anomaly_map"),
         "stopped_by": card.extra.get("stopped_by", "max-steps"),
@@ -186,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_MAX_MINUTES,
         help="wall-clock cap on training, as for `inspectd train` (default %(default)s)",
     )
+    parser.add_argument("--model-size", choices=MODEL_SIZES, default="small")
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="side in pixels")
     parser.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE)
     parser.add_argument("--teacher", default="auto", help="as inspectd train --teacher")

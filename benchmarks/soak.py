@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from daemon.bench import daemon_config, decided, wait_for, write_images
+from daemon.bench import daemon_config, decided_count, wait_for, write_images
 
 
 def rss_mb(pid: int) -> float:
@@ -41,7 +41,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def judged_at_least(db: Path, count: int) -> bool:
-    return len(decided(db)) >= count
+    return decided_count(db) >= count
 
 
 def soak(model: Path, images: int, chunk: int, warmup: int, idle_s: float) -> dict[str, float]:
