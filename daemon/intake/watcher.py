@@ -37,6 +37,14 @@ from daemon.intake.names import ignored_folder, in_scope, is_candidate
 from daemon.intake.settle import Kind
 
 EventQueue = queue.SimpleQueue[tuple[Kind, Path]]
+
+# watchdog's inotify observer holds every IN_MOVED_FROM for 0.5 s to pair it with its IN_MOVED_TO,
+# and its queue sleeps out that half second even when the pair is made, holding back every event
+# behind it (watchdog issue #649). Each claim renames a file out of the inbox (a half that never
+# pairs), so the next upload was seen up to 0.5 s late: idle latency was inference + 245 ms. The
+# kernel queues both halves of a rename together, so 20 ms pairs them all; an unpaired half still
+# arrives, as a deletion or a creation, and a creation settles like any new file.
+MOVE_PAIRING_S = 0.02
 ObserverKind = Literal["auto", "native", "polling"]
 
 NETWORK_FS = frozenset(
@@ -83,6 +91,7 @@ def choose_observer(
         return PollingObserverVFS(os.lstat, os.scandir, polling_interval=polling_interval)
 
     def native() -> BaseObserver:
+        _pair_moves_quickly()
         return Observer()
 
     if kind == "polling":
@@ -93,6 +102,14 @@ def choose_observer(
     if fstype in NETWORK_FS or fstype.startswith("fuse."):
         return f"polling (inbox is on {fstype})", polling
     return "native", native
+
+
+def _pair_moves_quickly() -> None:
+    try:
+        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+    except ImportError:  # not Linux: no inotify, nothing held back
+        return
+    InotifyMoveEventGrouper.delay = MOVE_PAIRING_S
 
 
 class _Enqueue(FileSystemEventHandler):
