@@ -105,11 +105,16 @@ def choose_observer(
 
 
 def _pair_moves_quickly() -> None:
+    """Set the pairing delay where this watchdog keeps it: its move grouper since 7.0, its inotify
+    buffer before (``watchdog>=4.0``); neither exists off Linux, where nothing is held back."""
     try:
-        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
-    except ImportError:  # not Linux: no inotify, nothing held back
-        return
-    InotifyMoveEventGrouper.delay = MOVE_PAIRING_S
+        from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper as Holder
+    except ImportError:
+        try:
+            from watchdog.observers.inotify_buffer import InotifyBuffer as Holder  # type: ignore[no-redef]
+        except ImportError:
+            return
+    Holder.delay = MOVE_PAIRING_S
 
 
 class _Enqueue(FileSystemEventHandler):
