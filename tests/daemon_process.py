@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from daemon.bench import decided_count as row_count  # the rows the daemon has committed
 
 
 class DaemonProcess:
@@ -50,16 +51,6 @@ class DaemonProcess:
                 self.proc.kill()
                 self.proc.wait(10)
             self._log_fh.close()
-
-
-def row_count(db: Path) -> int:
-    if not db.exists():
-        return 0
-    with sqlite3.connect(db, timeout=10) as conn:
-        try:
-            return int(conn.execute("SELECT count(*) FROM inspections").fetchone()[0])
-        except sqlite3.OperationalError:
-            return 0
 
 
 def wait_rows(db: Path, n: int, timeout: float) -> int:
