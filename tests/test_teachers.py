@@ -34,7 +34,8 @@ def distilled_teacher(tmp_path_factory: pytest.TempPathFactory, surface_set: tup
     from training.distill import DistillOptions, distill
 
     output = tmp_path_factory.mktemp("distilled") / "distilled_teacher_small.pth"
-    distill(DistillOptions((surface_set[0],), steps=3, output=output, batch=2, crop=64), log=lambda _: None)
+    options = DistillOptions((surface_set[0],), steps=3, output=output, batch=2, crop=64, variant="lite0")
+    distill(options, log=lambda _: None)
     return output
 
 

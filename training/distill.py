@@ -24,6 +24,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +40,7 @@ from training.images import list_images
 from training.lite import VARIANTS, lite_weights
 from training.lite_teacher import OUT_CHANNELS, LiteFeatures
 from training.penalty import source_photos
+from training.teacher import without_subnormals
 
 MIN_SIDE = 64  # smaller images teach nothing at the PDN's 33-pixel receptive field
 KEEP_SIDE = 384  # images are kept in memory with at most this short side (thousands fit in 2 GB)
@@ -51,7 +53,7 @@ class DistillOptions:
     image_dirs: tuple[Path, ...]
     steps: int
     output: Path
-    variant: str = "lite0"
+    variant: str = "lite2"
     model_size: str = "small"
     batch: int = 16
     crop: int = 256  # PDN input side; the source network sees twice that
@@ -60,6 +62,8 @@ class DistillOptions:
     seed: int = 0
     max_minutes: float | None = None
     threads: int | None = None
+    init: Path | None = None  # a PDN state dict to go on from (a run cut short by its time)
+    device: str = "cpu"  # "cuda" for the paper's budget: the run is one-off, never in tests or CI
 
 
 def natural_images(folders: Sequence[Path]) -> list[Path]:
@@ -113,6 +117,17 @@ def batches(crops: Iterator[torch.Tensor], batch: int) -> Iterator[torch.Tensor]
         yield torch.stack([next(crops) for _ in range(batch)])
 
 
+def prefetched(stream: Iterator[torch.Tensor], device: torch.device) -> Iterator[torch.Tensor]:
+    """``stream``'s batches on ``device``, the next one cut on a worker thread meanwhile (on a
+    GPU the crops, not the networks, would otherwise set the pace)."""
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        pending = worker.submit(next, stream)
+        while True:
+            batch = pending.result()
+            pending = worker.submit(next, stream)
+            yield batch.to(device, non_blocking=True)
+
+
 @torch.no_grad()
 def target_stats(
     source: LiteFeatures, stream: Iterator[torch.Tensor], n: int
@@ -121,8 +136,9 @@ def target_stats(
 
     ``LiteFeatures`` upsamples its input by 2 itself, exactly as the frozen teacher does at
     inference, so the PDN learns the features the same 256-pixel image gets there."""
-    sums = torch.zeros(OUT_CHANNELS, dtype=torch.float64)
-    squares = torch.zeros(OUT_CHANNELS, dtype=torch.float64)
+    device = next(source.buffers()).device
+    sums = torch.zeros(OUT_CHANNELS, dtype=torch.float64, device=device)
+    squares = torch.zeros(OUT_CHANNELS, dtype=torch.float64, device=device)
     cells = 0
     while cells == 0 or cells < n * 64 * 64:
         y = source(next(stream)).double()
@@ -156,10 +172,15 @@ def distill(options: DistillOptions, log: Any = print) -> dict[str, Any]:
     if len(images) < 5:
         raise TrainingError(f"only {len(images)} usable natural images; pass --images DIR with more")
     weights = lite_weights(options.variant)
-    source = LiteFeatures(weights)
-    stream = batches(random_crops(images, options.crop, rng), options.batch)
+    device = torch.device(options.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its kernels
+    source = LiteFeatures(weights).to(device)
+    stream = prefetched(batches(random_crops(images, options.crop, rng), options.batch), device)
     mean, std = target_stats(source, stream, STATS_IMAGES)
-    network = pdn(options.model_size).train()
+    network = pdn(options.model_size)
+    if options.init is not None:
+        network.load_state_dict(torch.load(options.init, map_location="cpu", weights_only=True))
+    network = network.to(device).train()
     optimizer = torch.optim.Adam(network.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     log(f"distill: {len(images)} images, {options.steps} steps of {options.batch}, crop {options.crop}")
     started = time.monotonic()
@@ -182,7 +203,8 @@ def distill(options: DistillOptions, log: Any = print) -> dict[str, Any]:
             log(f"distill: --max-minutes reached after {step} steps")
             break
     options.output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(network.state_dict(), options.output)
+    state, subnormals = without_subnormals({k: v.cpu() for k, v in network.state_dict().items()})
+    torch.save(state, options.output)
     provenance = {
         "kind": "distilled",
         "network": f"anomalib PDN ({options.model_size}, {OUT_CHANNELS} channels)",
@@ -197,7 +219,8 @@ def distill(options: DistillOptions, log: Any = print) -> dict[str, Any]:
         "final_loss": round(sum(losses[-50:]) / len(losses[-50:]), 5),
         "first_loss": round(sum(losses[:10]) / len(losses[:10]), 5),
         "minutes": round((time.monotonic() - started) / 60, 1),
-        "options": {k: str(v) if isinstance(v, Path | tuple) else v for k, v in asdict(options).items()},
+        "subnormal_weights_zeroed": subnormals,
+        "options": {k: _plain(v) for k, v in asdict(options).items()},
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "file": options.output.name,
@@ -205,6 +228,13 @@ def distill(options: DistillOptions, log: Any = print) -> dict[str, Any]:
     }
     options.output.with_suffix(".json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
     return provenance
+
+
+def _plain(value: Any) -> Any:
+    """An option as JSON has it: paths as text, folders as a list of text."""
+    if isinstance(value, tuple):
+        return [str(item) for item in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -216,13 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, action="append", default=[], metavar="DIR")
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--output", type=Path, required=True, metavar="FILE.pth")
-    parser.add_argument("--variant", choices=VARIANTS, default="lite0")
+    parser.add_argument("--variant", choices=VARIANTS, default="lite2")
     parser.add_argument("--model-size", choices=("small", "medium"), default="small")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--crop", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (the paper: 1e-4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--init", type=Path, metavar="FILE.pth", help="go on from this PDN state dict")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args(argv)
     options = DistillOptions(
         image_dirs=tuple(args.images),
@@ -232,9 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         model_size=args.model_size,
         batch=args.batch,
         crop=args.crop,
+        lr=args.lr,
         seed=args.seed,
         max_minutes=args.max_minutes,
         threads=args.threads,
+        init=args.init,
+        device=args.device,
     )
     try:
         result = distill(options, log=lambda text: print(text, file=sys.stderr, flush=True))

@@ -197,6 +197,26 @@ def _weights_file(choice: str, model_size: str) -> tuple[str, Path]:
     return f"path:{path}", path
 
 
+def without_subnormals(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
+    """The state dict with its subnormal floats set to 0, and how many there were.
+
+    Weight decay shrinks the weights of filters that stopped mattering until they are subnormal,
+    and x86 CPUs compute with those far more slowly: a distilled PDN with 110,000 of them took
+    9.3 s per 256-pixel image instead of 0.36 s, and EfficientAD's start (the teacher's channel
+    statistics) 22 minutes instead of one. Setting them to 0 changed no output.
+    """
+    cleaned: dict[str, torch.Tensor] = {}
+    count = 0
+    for key, value in state.items():
+        if not value.is_floating_point():
+            cleaned[key] = value
+            continue
+        subnormal = (value != 0) & (value.abs() < torch.finfo(value.dtype).tiny)
+        count += int(subnormal.sum())
+        cleaned[key] = value.masked_fill(subnormal, 0.0)
+    return cleaned, count
+
+
 def apply_teacher(network: torch.nn.Module, teacher: Teacher) -> None:
     """Put the chosen weights into a PDN teacher network, or re-initialise it from the seed."""
     if teacher.weights is None:
@@ -208,7 +228,7 @@ def apply_teacher(network: torch.nn.Module, teacher: Teacher) -> None:
         return
     try:
         state = torch.load(teacher.weights, map_location="cpu", weights_only=True)
-        network.load_state_dict(state)
+        network.load_state_dict(without_subnormals(state)[0])
     except (OSError, RuntimeError, KeyError, TypeError) as exc:
         raise TrainingError(
             f"cannot load the teacher weights {teacher.weights}: {exc}. The file must be the "
