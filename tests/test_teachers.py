@@ -252,3 +252,21 @@ def test_auto_offline_trains_with_the_offline_teacher(
     assert network_calls  # it did try anomalib's download, and was refused
     assert card.teacher == resolve_teacher(OFFLINE_DEFAULT, "small").source
     assert any("offline teacher" in w for w in warnings)
+
+
+@pytest.mark.parametrize(
+    ("teacher", "warned"),
+    [
+        ("pretrained", False),
+        ("distilled-lite2", False),
+        ("frozen-lite2", False),
+        ("path:/srv/teachers/pretrained_teacher_small.pth", False),
+        ("random(seed=0)", True),
+        ("unknown", True),
+    ],
+)
+def test_evaluate_warns_only_about_teachers_without_imagenet_features(teacher: str, warned: bool) -> None:
+    from inspectd.card import ModelCard
+    from training.evaluate import teacher_warning
+
+    assert (teacher_warning(ModelCard("m", teacher=teacher)) is not None) is warned
