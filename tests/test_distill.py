@@ -83,3 +83,38 @@ def test_subnormal_weights_are_zeroed_when_a_teacher_is_loaded(tmp_path: Path) -
     assert loaded["conv3.weight"][0, 0, 0, 0] == 0
     loaded["conv3.weight"][0, 0, 0, 0] = state["conv3.weight"][0, 0, 0, 0]
     assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_bad_init_or_device_stop_with_one_line(
+    surface_set: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_weights = tmp_path / "notes.pth"
+    not_weights.write_text("not a state dict")
+    base = [
+        "--images",
+        str(surface_set[0]),
+        "--steps",
+        "1",
+        "--variant",
+        "lite0",
+        "--output",
+        str(tmp_path / "t.pth"),
+    ]
+    assert main([*base, "--init", str(not_weights)]) == 1
+    assert "--init" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*base, "--device", "cuda"]) == 1
+        assert "no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "t.pth").exists()
+
+
+def test_a_teacher_file_that_is_no_state_dict_is_refused_in_one_line(tmp_path: Path) -> None:
+    from anomalib.models.image.efficient_ad.torch_model import SmallPatchDescriptionNetwork
+
+    from training.errors import TrainingError
+    from training.teacher import Teacher, apply_teacher
+
+    garbage = tmp_path / "pretrained_teacher_small.pth"
+    garbage.write_text("copied from the wrong folder")
+    with pytest.raises(TrainingError, match="cannot load the teacher weights"):
+        apply_teacher(SmallPatchDescriptionNetwork(384), Teacher("file", garbage))

@@ -12,15 +12,18 @@ ten in grey, make the most of few photographs.
 
     python -m training.distill --images DIR [--images DIR ...] --steps N --output FILE.pth
 
-writes the PDN state dict (the format anomalib's ``pretrained_teacher_small.pth`` has, loadable by
-``--teacher PATH``) and ``FILE.json`` with its provenance: source network and weights package,
-image folders and counts, steps, batch, crop size, the final loss, seed and the file's sha256.
+``--device cuda`` runs it on a GPU (the paper's budget in minutes; a one-off run, never tests or
+CI), ``--init FILE.pth`` goes on from an earlier run's weights. It writes the PDN state dict (the
+format anomalib's ``pretrained_teacher_small.pth`` has, loadable by ``--teacher PATH``) and
+``FILE.json`` with its provenance: source network and weights package, image folders and counts,
+steps, batch, crop size, the final loss, seed and the file's sha256.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -150,6 +153,31 @@ def target_stats(
     return mean.float()[None, :, None, None], std.float()[None, :, None, None]
 
 
+def checked_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise TrainingError(f"--device {name}: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"--device {name}: this PyTorch sees no CUDA GPU; use --device cpu")
+    return device
+
+
+def initial_weights(options: DistillOptions) -> dict[str, torch.Tensor] | None:
+    """The ``--init`` state dict, checked against the PDN it is meant for."""
+    if options.init is None:
+        return None
+    try:
+        state = torch.load(options.init, map_location="cpu", weights_only=True)
+        pdn(options.model_size).load_state_dict(state)
+    except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise TrainingError(
+            f"--init {options.init} is not a PDN-{options.model_size} state dict: {first}"
+        ) from exc
+    return dict(state)
+
+
 def pdn(model_size: str) -> torch.nn.Module:
     from anomalib.models.image.efficient_ad.torch_model import (
         MediumPatchDescriptionNetwork,
@@ -163,6 +191,8 @@ def pdn(model_size: str) -> torch.nn.Module:
 def distill(options: DistillOptions, log: Any = print) -> dict[str, Any]:
     if options.variant not in VARIANTS:
         raise TrainingError(f"--variant must be one of {', '.join(VARIANTS)}")
+    device = checked_device(options.device)
+    start = initial_weights(options)  # both checked before minutes go into loading images
     if options.threads:
         torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
@@ -172,14 +202,13 @@ def distill(options: DistillOptions, log: Any = print) -> dict[str, Any]:
     if len(images) < 5:
         raise TrainingError(f"only {len(images)} usable natural images; pass --images DIR with more")
     weights = lite_weights(options.variant)
-    device = torch.device(options.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its kernels
     source = LiteFeatures(weights).to(device)
     stream = prefetched(batches(random_crops(images, options.crop, rng), options.batch), device)
     mean, std = target_stats(source, stream, STATS_IMAGES)
     network = pdn(options.model_size)
-    if options.init is not None:
-        network.load_state_dict(torch.load(options.init, map_location="cpu", weights_only=True))
+    if start is not None:
+        network.load_state_dict(start)
     network = network.to(device).train()
     optimizer = torch.optim.Adam(network.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     log(f"distill: {len(images)} images, {options.steps} steps of {options.batch}, crop {options.crop}")

@@ -21,6 +21,7 @@ random teacher stored there would later be loaded as if it were the pretrained o
 from __future__ import annotations
 
 import json
+import pickle
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -229,7 +230,7 @@ def apply_teacher(network: torch.nn.Module, teacher: Teacher) -> None:
     try:
         state = torch.load(teacher.weights, map_location="cpu", weights_only=True)
         network.load_state_dict(without_subnormals(state)[0])
-    except (OSError, RuntimeError, KeyError, TypeError) as exc:
+    except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as exc:
         raise TrainingError(
             f"cannot load the teacher weights {teacher.weights}: {exc}. The file must be the "
             f"state dict anomalib ships as pretrained_teacher_<size>.pth for the same model size"
