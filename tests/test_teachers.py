@@ -258,7 +258,6 @@ def test_auto_offline_trains_with_the_offline_teacher(
     ("teacher", "warned"),
     [
         ("pretrained", False),
-        ("distilled-lite2", False),
         ("frozen-lite2", False),
         ("path:/srv/teachers/pretrained_teacher_small.pth", False),
         ("random(seed=0)", True),

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -43,7 +42,7 @@ from training.images import list_images
 from training.lite import VARIANTS, lite_weights
 from training.lite_teacher import OUT_CHANNELS, LiteFeatures
 from training.penalty import source_photos
-from training.teacher import without_subnormals
+from training.teacher import STATE_DICT_ERRORS, without_subnormals
 
 MIN_SIDE = 64  # smaller images teach nothing at the PDN's 33-pixel receptive field
 KEEP_SIDE = 384  # images are kept in memory with at most this short side (thousands fit in 2 GB)
@@ -170,7 +169,7 @@ def initial_weights(options: DistillOptions) -> dict[str, torch.Tensor] | None:
     try:
         state = torch.load(options.init, map_location="cpu", weights_only=True)
         pdn(options.model_size).load_state_dict(state)
-    except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as exc:
+    except STATE_DICT_ERRORS as exc:
         first = str(exc).strip().splitlines()[0]
         raise TrainingError(
             f"--init {options.init} is not a PDN-{options.model_size} state dict: {first}"

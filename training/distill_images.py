@@ -1,4 +1,4 @@
-"""The natural images the shipped distilled teacher learnt from, remade from Debian packages.
+"""The natural images the GPU-distilled teacher learnt from (README, Accuracy), remade from Debian packages.
 
 EfficientAD's paper distils its teacher on ImageNet, which cannot be had offline. Debian's archive
 can: photographs of surfaces (the textures of two open-source games, made from photos of metal,
@@ -11,9 +11,9 @@ writes each image with its short side brought down to 256 pixels as a JPEG:
     python -m training.distill_images --out DIR [--debs DIR]
 
 ``--debs`` uses already downloaded ``.deb`` files instead. Licences vary by package (GPL, CC
-BY-SA, public domain...); the images are used to train, never shipped: only the teacher is. The
-2,632 images of the shipped teacher were written at JPEG quality 85 and re-encoded at 75 to fit
-the GPU machine's transfer limit; this writes quality 75 in one pass.
+BY-SA, public domain...); the images are used to train and are never committed. The 2,632
+images that teacher learnt from (2,650 with scikit-image's photos) were written at JPEG quality 85
+and re-encoded at 75 to fit the GPU machine's transfer limit; this writes quality 75 in one pass.
 """
 
 from __future__ import annotations

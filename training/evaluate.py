@@ -60,8 +60,8 @@ def evaluate(
 def teacher_warning(card: ModelCard) -> str | None:
     """Why the figures may understate the method: only a pretrained teacher gives EfficientAD's
     published accuracy. ``None`` when the card names a pretrained teacher."""
-    if card.teacher == "pretrained" or card.teacher.startswith(("path:", "frozen-", "distilled-")):
-        return None  # anomalib's, the user's own file, or an ImageNet-derived teacher of inspectd's
+    if card.teacher == "pretrained" or card.teacher.startswith(("path:", "frozen-")):
+        return None  # anomalib's, the user's own file (a distilled one too), or a frozen Lite teacher
     if card.teacher.startswith("random"):
         return (
             f"this model was trained with a random teacher ({card.teacher}), not the pretrained "

@@ -218,6 +218,10 @@ def without_subnormals(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.
     return cleaned, count
 
 
+# What loading a state dict file into a PDN raises when the file is not one that fits
+STATE_DICT_ERRORS = (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError)
+
+
 def apply_teacher(network: torch.nn.Module, teacher: Teacher) -> None:
     """Put the chosen weights into a PDN teacher network, or re-initialise it from the seed."""
     if teacher.weights is None:
@@ -230,7 +234,7 @@ def apply_teacher(network: torch.nn.Module, teacher: Teacher) -> None:
     try:
         state = torch.load(teacher.weights, map_location="cpu", weights_only=True)
         network.load_state_dict(without_subnormals(state)[0])
-    except (OSError, RuntimeError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as exc:
+    except STATE_DICT_ERRORS as exc:
         raise TrainingError(
             f"cannot load the teacher weights {teacher.weights}: {exc}. The file must be the "
             f"state dict anomalib ships as pretrained_teacher_<size>.pth for the same model size"
