@@ -67,6 +67,9 @@ class ModelConfig(_Frozen):
     # CPU inference arithmetic: auto times f32 against bf16 at load (where the CPU has bf16) and
     # keeps the faster one; the log says which.
     precision: Literal["auto", "f32", "bf16"] = "auto"
+    # CPU: images waiting together (a backlog) run side by side, one per OpenVINO THROUGHPUT
+    # stream; an image alone always gets every core. false: one image at a time on every core.
+    backlog_streams: bool = True
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     # How often the export's files are stat()ed for a swapped-in model (0 = only on SIGHUP).
     check_seconds: float = Field(default=5.0, ge=0, le=3600)

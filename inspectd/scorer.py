@@ -7,7 +7,6 @@ anomalib's pre/post-processing and only moves that cache under inspectd's state 
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +20,21 @@ from inspectd.card import ModelCard, read_card
 from inspectd.errors import InferenceFailed, ModelError
 from inspectd.export import locate_xml
 from inspectd.imaging import DEFAULT_MAX_PIXELS, decode_rgb
+from inspectd.infer_slots import InferSlots
 
 PRECISIONS = ("auto", "f32", "bf16")
 TRIAL_RUNS = 3  # timed inferences per precision when ``auto`` has a choice to make
 
 
 class _CachedInferencer(OpenVINOInferencer):
-    def __init__(self, path: Path, device: str, cache_dir: Path, precision: str | None) -> None:
+    def __init__(
+        self, path: Path, device: str, cache_dir: Path, precision: str | None, hint: str | None = None
+    ) -> None:
         self._cache_dir = cache_dir
-        config = {"INFERENCE_PRECISION_HINT": precision} if precision else None
-        super().__init__(path=path, device=device, config=config)
+        config = {"INFERENCE_PRECISION_HINT": precision} if precision else {}
+        if hint:
+            config["PERFORMANCE_HINT"] = hint
+        super().__init__(path=path, device=device, config=config or None)
 
     def load_model(self, path: Any) -> tuple[Any, Any, Any]:
         import openvino as ov
@@ -74,10 +78,12 @@ class Model:
     and is faster with AMX, so no constant is right everywhere. ``precision_choice`` says what was
     measured. bf16 moves scores in the 4th decimal.
 
-    ``score`` may be called from several threads at once (the daemon reads and decodes the next file
-    while the previous one is scored): decoding runs in parallel, inference one image at a time
-    (anomalib's compiled-model call reuses one infer request, and a clean-clone CI run hung the
-    daemon twice when two threads ran OpenVINO inferences at once on two compilations).
+    ``score`` may be called from several threads at once (the daemon reads and decodes the next
+    files while earlier ones are scored): decoding runs in parallel, and ``InferSlots`` gives each
+    inference its own infer request. With ``backlog_streams`` (the daemon, on a CPU) the model is
+    also compiled with OpenVINO's THROUGHPUT hint: an image scored alone still gets every core (the
+    lowest latency), images that wait together run one per stream (``streams`` at once).
+    One-at-a-time users (evaluate, calibration, quantize) compile once.
     """
 
     def __init__(
@@ -87,6 +93,8 @@ class Model:
         device: str = "CPU",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         precision: str = "auto",
+        *,
+        backlog_streams: bool = False,
     ) -> None:
         self.xml = locate_xml(model_path)
         self.card: ModelCard = read_card(self.xml)
@@ -94,7 +102,6 @@ class Model:
         height, width = self.card.image_size
         self.input_size = (width, height)
         self.precision_choice: dict[str, float] = {}
-        self._infer_lock = threading.Lock()  # one inference at a time, whichever thread asks
         try:
             if device != "CPU":
                 self.precision = "device default"
@@ -104,6 +111,13 @@ class Model:
                 self._inferencer = _CachedInferencer(self.xml, device, cache_dir, self.precision)
             else:
                 self.precision, self._inferencer = self._fastest(device, cache_dir)
+            throughput = None
+            if backlog_streams and device == "CPU":
+                throughput = _CachedInferencer(
+                    self.xml, device, cache_dir, self.precision, "THROUGHPUT"
+                ).model
+            self._slots = InferSlots(self._inferencer.model, throughput)
+            self._inferencer.model = self._slots
         except Exception as exc:  # openvino raises plain RuntimeError with its own text
             raise ModelError(f"cannot load {self.xml} on device {device}: {exc}") from exc
 
@@ -125,6 +139,11 @@ class Model:
         return name, inferencer
 
     @property
+    def streams(self) -> int:
+        """How many images this model infers at once when they wait together (1: one at a time)."""
+        return self._slots.streams
+
+    @property
     def model_id(self) -> str:
         return self.card.model_id
 
@@ -139,7 +158,7 @@ class Model:
         image = decode_rgb(path, self.max_pixels, shrink_to=self.input_size)
         t1 = time.perf_counter()
         try:
-            with self._infer_lock:
+            with self._slots.slot():
                 batch = self._inferencer.predict(image)
             value = float(np.asarray(batch.pred_score).reshape(-1)[0])
             heat = np.asarray(batch.anomaly_map, dtype=np.float32)

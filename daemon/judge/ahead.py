@@ -24,7 +24,7 @@ from daemon.fs import FileSignature, FileSystem
 from daemon.intake.claims import Claimed
 from inspectd.scorer import Score
 
-DEFAULT_DEPTH = 2  # one being scored (the model infers one at a time), the next being read
+DEFAULT_DEPTH = 2  # one being scored, the next being read (a line: one per stream, plus one)
 POLL_S = 0.005  # how often the pipeline thread looks up from claiming to see if the head is done
 RELEASE_WAIT_S = 30.0  # at a clean stop, how long a running inference may take to finish
 

@@ -17,6 +17,7 @@ from daemon.db.store import Store
 from daemon.errors import ConfigError
 from daemon.intake.settle import Arrivals
 from daemon.intake.watcher import InboxWatcher
+from daemon.judge.ahead import Ahead
 from daemon.judge.destinations import Destinations
 from daemon.judge.drift import DriftMonitor, DriftState
 from daemon.judge.followups import Followups
@@ -43,7 +44,25 @@ HEATMAP_STATUSES = {"rejected": ("rejected",), "all": ("accepted", "rejected"), 
 
 
 def load_model(line: LineConfig, cache_dir: Path, max_pixels: int) -> Model:
-    return Model(line.model.path, cache_dir, line.model.device, max_pixels, line.model.precision)
+    return Model(
+        line.model.path,
+        cache_dir,
+        line.model.device,
+        max_pixels,
+        line.model.precision,
+        backlog_streams=line.model.backlog_streams,
+    )
+
+
+def compiled_as(line: LineConfig) -> tuple[object, ...]:
+    """The settings a model is loaded and compiled with: a change needs the model loaded again."""
+    m = line.model
+    return (m.path, m.device, m.precision, m.backlog_streams)
+
+
+def ahead_depth(model: Model) -> int:
+    """Files judged at once: one per stream the model infers on together, and the next being read."""
+    return model.streams + 1
 
 
 class Line:
@@ -87,6 +106,7 @@ class Line:
             threshold=self.threshold_for(config, self.model),
             inbox=config.paths.inbox,
             instance=instance,
+            ahead=Ahead(ahead_depth(self.model)),
             line=config.name,
             followups=Followups(
                 heatmaps=self.heatmaps,
@@ -222,6 +242,7 @@ class Line:
         previous = self.model.model_id
         self.model = model
         self.pipeline.scorer = MeteredScorer(model, self.metrics, self.name)
+        self.pipeline.ahead.depth = ahead_depth(model)
         self.pipeline.threshold = self.threshold_for(config, model)
         self._publish_model()
         self.metrics.model_loads.labels(self.name).inc()
@@ -240,7 +261,8 @@ class Line:
         """New live settings (and perhaps a model loaded for them) go live together; cannot fail."""
         if (config.model.path, config.model.device) != (self.config.model.path, self.config.model.device):
             self.model_watch.retarget(config.model.path)
-        if model is not None and model.model_id != self.model.model_id:
+        recompiled = compiled_as(config) != compiled_as(self.config)
+        if model is not None and (recompiled or model.model_id != self.model.model_id):
             self.swap_model(model, config)
         self.pipeline.threshold = self.threshold_for(config, self.model)
         self.model.max_pixels = max_pixels

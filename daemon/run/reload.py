@@ -16,7 +16,7 @@ from loguru import logger
 from daemon.config import Config, LineConfig, load_config
 from daemon.db.store import Store
 from daemon.errors import ConfigError
-from daemon.run.line import Line
+from daemon.run.line import Line, compiled_as
 from daemon.run.logs import apply_log_config
 from daemon.run.model_watch import fingerprint
 from daemon.run.notify import Notifier
@@ -143,11 +143,7 @@ class LiveChanges:
         when a line's config names a model that cannot be used, which refuses the whole reload."""
         models: list[Model | None] = []
         for line, new in zip(self.lines, config.lines, strict=True):
-            moved = (new.model.path, new.model.device, new.model.precision) != (
-                line.config.model.path,
-                line.config.model.device,
-                line.config.model.precision,
-            )
+            moved = compiled_as(new) != compiled_as(line.config)
             max_pixels = config.limits.max_pixels
             if moved:  # the config names another model: unusable means the config is refused
                 key = "model" if config.single_line else f"lines.{line.name}.model"

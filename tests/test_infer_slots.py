@@ -1,0 +1,136 @@
+"""Which infer request an inference runs on: every core for an image alone, one stream each for
+images that wait together, and never the two compilations at once."""
+
+from __future__ import annotations
+
+import functools
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inspectd.infer_slots import InferSlots
+from inspectd.scorer import Model
+from tests.conftest import write_image
+
+
+class Recorder:
+    """Counts the inferences running per kind, and the most seen at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = {"latency": 0, "throughput": 0}
+        self.most = {"latency": 0, "throughput": 0}
+        self.mixed = False  # both kinds ran at the same instant
+
+    def enter(self, kind: str) -> None:
+        with self.lock:
+            self.running[kind] += 1
+            self.most[kind] = max(self.most[kind], self.running[kind])
+            self.mixed = self.mixed or all(self.running.values())
+
+    def leave(self, kind: str) -> None:
+        with self.lock:
+            self.running[kind] -= 1
+
+
+class FakeRequest:
+    def __init__(self, kind: str, recorder: Recorder, seconds: float) -> None:
+        self.kind, self.recorder, self.seconds = kind, recorder, seconds
+        self.busy = threading.Lock()
+
+    def infer(self, inputs: dict[str, Any], share_inputs: bool = False) -> tuple[str, Any]:
+        assert self.busy.acquire(blocking=False), "one request used by two threads at once"
+        self.recorder.enter(self.kind)
+        try:
+            time.sleep(self.seconds)
+            return self.kind, inputs["x"]
+        finally:
+            self.recorder.leave(self.kind)
+            self.busy.release()
+
+
+class FakeCompiled:
+    def __init__(self, kind: str, recorder: Recorder, streams: int = 1, seconds: float = 0.02) -> None:
+        self.kind, self.recorder, self.streams, self.seconds = kind, recorder, streams, seconds
+
+    def create_infer_request(self) -> FakeRequest:
+        return FakeRequest(self.kind, self.recorder, self.seconds)
+
+    def get_property(self, name: str) -> int:
+        assert name == "OPTIMAL_NUMBER_OF_INFER_REQUESTS"
+        return self.streams
+
+
+def run(slots: InferSlots, x: int) -> tuple[str, Any]:
+    with slots.slot():
+        return slots({"x": x})  # type: ignore[no-any-return]
+
+
+def test_an_image_alone_runs_on_the_latency_compilation() -> None:
+    recorder = Recorder()
+    slots = InferSlots(FakeCompiled("latency", recorder), FakeCompiled("throughput", recorder, streams=2))
+    assert [run(slots, i) for i in range(3)] == [("latency", 0), ("latency", 1), ("latency", 2)]
+    assert slots.streams == 2
+
+
+def test_images_waiting_together_share_the_streams_and_never_overlap_the_latency_request() -> None:
+    recorder = Recorder()
+    slots = InferSlots(FakeCompiled("latency", recorder), FakeCompiled("throughput", recorder, streams=2))
+    rng = random.Random(0)
+
+    def jittered(x: int) -> tuple[str, Any]:
+        time.sleep(rng.random() * 0.03)  # arrivals alone and in bursts
+        return run(slots, x)
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(jittered, range(120)))
+    assert [x for _, x in results] == list(range(120))  # each call got its own answer back
+    assert recorder.most == {"latency": 1, "throughput": 2}
+    assert not recorder.mixed, "the two compilations ran at the same time"
+    assert slots.counts["throughput"] > 0 and slots.counts["latency"] > 0
+
+
+def test_without_a_throughput_compilation_everything_runs_one_at_a_time() -> None:
+    recorder = Recorder()
+    for throughput in (None, FakeCompiled("throughput", recorder, streams=1)):
+        slots = InferSlots(FakeCompiled("latency", recorder), throughput)
+        with ThreadPoolExecutor(3) as pool:
+            kinds = {kind for kind, _ in pool.map(functools.partial(run, slots), range(12))}
+        assert kinds == {"latency"} and slots.streams == 1
+    assert recorder.most["latency"] == 1
+
+
+def test_a_call_outside_a_slot_is_refused() -> None:
+    slots = InferSlots(FakeCompiled("latency", Recorder()))
+    with pytest.raises(RuntimeError, match="outside slot"):
+        slots({"x": 0})
+
+
+def test_a_real_model_scores_a_backlog_on_its_streams_like_one_at_a_time(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """The daemon's model (two compilations) under a jittered load from three threads: no hang,
+    both kinds of request used, and each image scores as it does alone."""
+    model = Model(tiny_model, cache_dir=tmp_path / "cache", backlog_streams=True)
+    images = [write_image(tmp_path / f"{i}.png", seed=i, size=96) for i in range(8)]
+    alone = {p: model.score(p).score for p in images}
+    rng = random.Random(1)
+
+    def jittered(path: Path) -> tuple[Path, float]:
+        time.sleep(rng.random() * 0.01)
+        return path, model.score(path).score
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(jittered, images * 8))
+    assert time.monotonic() - started < 120
+    counts = model._slots.counts  # which requests the load used
+    if model.streams > 1:
+        assert counts["throughput"] > 0
+    for path, score in together:
+        assert score == pytest.approx(alone[path], abs=2e-3)  # bf16 kernels may differ per stream layout
