@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,10 +57,8 @@ class Store:
         return row
 
     def mark_moved(self, row_id: int, when: dt.datetime) -> None:
-        with self.session() as session:
-            row = session.get(Inspection, row_id)
-            if row is not None:
-                row.moved_at = when
+        with self.session() as session:  # one UPDATE, no SELECT first: this runs once per image
+            session.execute(update(Inspection).where(Inspection.id == row_id).values(moved_at=when))
 
     def set_heatmap(self, row_id: int, path: Path) -> None:
         """Record the overlay written for a row (outputs.heatmaps); from the heatmap thread."""
