@@ -36,8 +36,11 @@ def decode_rgb(
     (antialiased) resize runs on 8-bit pixels before any float copy of the full frame exists.
     Smaller images are left for the model to resize.
     """
-    # Pillow refuses images above 2x its own limit before we see their size; lift it to ours.
-    Image.MAX_IMAGE_PIXELS = max(max_pixels, 1)
+    # Pillow refuses images above 2x its own limit before we see their size: lift it to ours when
+    # ours is higher. Never lower it: it is process-wide, and anomalib's own reader (the bench's
+    # seed loop) would then refuse ordinary images. Our limit is checked below, before decoding.
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
