@@ -85,8 +85,10 @@ class InferSlots:
             return mode, self._free.pop() if mode == "throughput" else self._latency
 
     def __call__(self, inputs: dict[str, Any]) -> Any:
-        """What anomalib calls as its compiled model: infer on the request ``slot()`` gave."""
+        """What anomalib calls as its compiled model: infer on the request ``slot()`` gave this
+        thread, or on one taken for this call alone."""
         request = getattr(self._local, "request", None)
         if request is None:
-            raise RuntimeError("InferSlots called outside slot()")
+            with self.slot():
+                return self._local.request.infer(inputs, share_inputs=True)
         return request.infer(inputs, share_inputs=True)  # as CompiledModel.__call__ does

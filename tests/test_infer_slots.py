@@ -105,10 +105,13 @@ def test_without_a_throughput_compilation_everything_runs_one_at_a_time() -> Non
     assert recorder.most["latency"] == 1
 
 
-def test_a_call_outside_a_slot_is_refused() -> None:
-    slots = InferSlots(FakeCompiled("latency", Recorder()))
-    with pytest.raises(RuntimeError, match="outside slot"):
-        slots({"x": 0})
+def test_a_call_outside_a_slot_takes_one_for_itself() -> None:
+    recorder = Recorder()
+    slots = InferSlots(FakeCompiled("latency", recorder), FakeCompiled("throughput", recorder, streams=2))
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda x: slots({"x": x}), range(30)))
+    assert [x for _, x in answers] == list(range(30))
+    assert not recorder.mixed and recorder.most["throughput"] <= 2
 
 
 def test_a_real_model_scores_a_backlog_on_its_streams_like_one_at_a_time(
