@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inspectd.errors import UnreadableImage
 from inspectd.imaging import decode_rgb
 from inspectd.scorer import Model, cpu_precisions
 
@@ -75,3 +76,16 @@ def test_precision_is_measured_or_as_configured(tiny_model: Path, tmp_path: Path
         assert auto.precision == min(auto.precision_choice, key=lambda k: auto.precision_choice[k])
     else:  # no bf16 on this CPU: nothing to choose, nothing timed
         assert auto.precision == "f32" and auto.precision_choice == {}
+
+
+def test_a_small_pixel_limit_does_not_leak_to_other_readers_in_the_process(tmp_path: Path) -> None:
+    """Pillow's limit is process-wide: a small ``limits.max_pixels`` refuses the large image but
+    leaves anomalib's own reader (the bench's seed loop) able to open ordinary ones."""
+    path = tmp_path / "frame.png"
+    Image.fromarray(np.full((256, 256, 3), 128, dtype=np.uint8)).save(path)
+    before = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(UnreadableImage, match=r"limits\.max_pixels"):
+        decode_rgb(path, max_pixels=10_000)
+    assert before == Image.MAX_IMAGE_PIXELS
+    with Image.open(path) as img:  # what anomalib's read_image does
+        img.load()
