@@ -69,6 +69,8 @@ def test_an_operator_relabels_a_reject_in_a_real_browser(daemon_with_rejects: Da
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
 
     daemon = daemon_with_rejects
     assert daemon.metrics_server is not None
@@ -92,7 +94,11 @@ def test_an_operator_relabels_a_reject_in_a_real_browser(daemon_with_rejects: Da
         driver.save_screenshot(str(shots / "review-before.png"))
         row.find_element(By.NAME, "by").send_keys("Dana")
         row.find_element(By.ID, f"good-{target.id}").click()
-        assert f"label saved for inspection {target.id}" in driver.find_element(By.ID, "done").text
+        # The click submits a form; the page it leads to may not be loaded when click() returns.
+        done = WebDriverWait(driver, 15).until(
+            expected_conditions.presence_of_element_located((By.ID, "done"))
+        )
+        assert f"label saved for inspection {target.id}" in done.text
         assert "marked good part by Dana" in driver.find_element(By.ID, f"row-{target.id}").text
         driver.save_screenshot(str(shots / "review-after.png"))
     finally:
