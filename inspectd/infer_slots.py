@@ -90,5 +90,5 @@ class InferSlots:
         request = getattr(self._local, "request", None)
         if request is None:
             with self.slot():
-                return self._local.request.infer(inputs, share_inputs=True)
+                return self(inputs)
         return request.infer(inputs, share_inputs=True)  # as CompiledModel.__call__ does
