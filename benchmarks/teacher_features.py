@@ -10,7 +10,14 @@ Teachers: ``random:SEED`` (what ``inspectd train --teacher random`` uses), ``pca
 experiment: each layer's filters are the principal components of its input patches on the normal
 training images, both signs, so the features span the data instead of a handful of directions),
 any other ``inspectd train --teacher`` choice (``lite0``, ``lite2``, ``distilled``, ``pretrained``)
-or the PATH of a teacher state dict (``pretrained_teacher_small.pth``).
+or the PATH of a teacher state dict (``pretrained_teacher_small.pth``). Variants of the frozen Lite
+teacher's feature map, to screen before changing ``training.lite_teacher``:
+
+- ``lite2:stages=1,2,3,scale=3``: which timm stages (1, 2, 3: strides 4, 8, 16) and how far the
+  image is enlarged before the backbone (today 2, 3); maps finer than the 64x64 grid are
+  average-pooled to it, coarser ones upsampled;
+- ``lite2:pca=384``: the 3x3 neighbourhoods of both layers projected on their first principal
+  components on the training normals, instead of the paper's channel pooling.
 
     python benchmarks/elpv.py --cell-type mono --out /tmp/elpv-mono --split-only
     python benchmarks/teacher_features.py --data /tmp/elpv-mono --teacher random:0 --teacher pca:0
@@ -29,9 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 from torch.nn import functional
 
 from training.images import list_images
+from training.lite import LiteWeights, lite_features, tf_scale
+from training.lite_teacher import LiteFeatures
 from training.metrics import auroc
 from training.model import teacher_network
 from training.settings import DEFAULT_IMAGE_SIZE
@@ -61,9 +71,90 @@ def build_teacher(spec: str, model_size: str, normals: torch.Tensor) -> torch.nn
         apply_teacher(network, Teacher(spec, None, seed))
         if kind == "pca":
             fit_pca_layers(network, normals, seed)
+    elif ":" in spec:
+        network = lite_variant(spec, normals)
     else:
         network = teacher_network(resolve_teacher(spec, model_size), model_size)
     return network.eval()
+
+
+def lite_variant(spec: str, normals: torch.Tensor) -> torch.nn.Module:
+    """``VARIANT:key=value,...`` (see the module doc): the frozen Lite features, changed."""
+    from training.lite import lite_weights
+
+    variant, _, text = spec.partition(":")
+    options: dict[str, str] = {}
+    key = ""
+    for part in text.split(","):  # "stages=1,2,3,scale=3": a bare number continues the last key
+        if "=" in part:
+            key, _, value = part.partition("=")
+            options[key] = value
+        else:
+            options[key] += "," + part
+    weights = lite_weights(variant)
+    if "pca" in options:
+        return LitePca(weights, int(options["pca"]), normals)
+    stages = tuple(int(s) for s in options.get("stages", "2,3").split(","))
+    return LiteVariant(weights, stages, float(options.get("scale", "2")))
+
+
+GRID = 64  # the 256-px teacher's output side
+
+
+class LiteVariant(LiteFeatures):
+    def __init__(self, weights: LiteWeights, stages: tuple[int, ...], scale: float) -> None:
+        super().__init__(weights, stages)
+        self.scale = scale
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = functional.interpolate(
+            tf_scale(images), scale_factor=self.scale, mode="bilinear", align_corners=False
+        )
+        out = torch.zeros(())
+        for index, maps in enumerate(self.body(x)):
+            out = out + _on_grid(functional.conv2d(maps, getattr(self, f"project{index}"), padding=1))
+        return out
+
+
+class LitePca(nn.Module):
+    """Both layers' 3x3 neighbourhoods (unpooled), projected on their principal components."""
+
+    def __init__(self, weights: LiteWeights, dims: int, normals: torch.Tensor) -> None:
+        super().__init__()
+        self.body = lite_features(weights, (2, 3))
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            rows = []
+            for start in range(0, len(normals), 16):
+                maps = self.neighbourhoods(normals[start : start + 16])
+                flat = maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
+                rows.append(flat[torch.randperm(len(flat), generator=generator)[:2000]])
+            sample = torch.cat(rows).double()
+        self.mean = sample.mean(0).float()
+        _, vectors = torch.linalg.eigh((sample - sample.mean(0)).T @ (sample - sample.mean(0)))
+        self.components = vectors.flip(1)[:, :dims].T.float()
+
+    def neighbourhoods(self, images: torch.Tensor) -> torch.Tensor:
+        x = functional.interpolate(tf_scale(images), scale_factor=2.0, mode="bilinear", align_corners=False)
+        unfolded = [
+            _on_grid(functional.unfold(m, 3, padding=1).reshape(len(m), -1, *m.shape[-2:]))
+            for m in self.body(x)
+        ]
+        return torch.cat(unfolded, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        maps = self.neighbourhoods(images)
+        n, k, h, w = maps.shape
+        projected = (maps.permute(0, 2, 3, 1).reshape(-1, k) - self.mean) @ self.components.T
+        return projected.reshape(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _on_grid(maps: torch.Tensor) -> torch.Tensor:
+    if maps.shape[-1] > GRID:
+        return functional.adaptive_avg_pool2d(maps, GRID)
+    if maps.shape[-1] < GRID:
+        return functional.interpolate(maps, size=(GRID, GRID), mode="bilinear", align_corners=False)
+    return maps
 
 
 def fit_pca_layers(network: torch.nn.Module, normals: torch.Tensor, seed: int) -> None:
@@ -155,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--teacher",
         action="append",
-        help="random:SEED | pca:SEED | lite0 | lite2 | distilled | PATH; repeat; the first is the "
+        help="random:SEED | pca:SEED | lite0 | lite2 | lite2:stages=2,3,scale=2 | lite2:pca=384 | "
+        "distilled | PATH; repeat; the first is the "
         "baseline (default random:0, pca:0)",
     )
     parser.add_argument("--model-size", choices=("small", "medium"), default="small")
