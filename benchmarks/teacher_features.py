@@ -89,8 +89,13 @@ def lite_variant(spec: str, normals: torch.Tensor) -> torch.nn.Module:
         if "=" in part:
             key, _, value = part.partition("=")
             options[key] = value
-        else:
+        elif key:
             options[key] += "," + part
+        else:
+            raise SystemExit(f"--teacher {spec}: expected VARIANT:key=value,... (see --help)")
+    unknown = set(options) - {"pca", "stages", "scale"}
+    if unknown:
+        raise SystemExit(f"--teacher {spec}: unknown option(s) {', '.join(sorted(unknown))}")
     weights = lite_weights(variant)
     if "pca" in options:
         return LitePca(weights, int(options["pca"]), normals)
