@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn import functional
 
 from training.images import list_images
-from training.lite import LiteWeights, lite_features, tf_scale
+from training.lite import LiteWeights, lite_features, lite_weights, tf_scale
 from training.lite_teacher import LiteFeatures
 from training.metrics import auroc
 from training.model import teacher_network
@@ -80,8 +80,6 @@ def build_teacher(spec: str, model_size: str, normals: torch.Tensor) -> torch.nn
 
 def lite_variant(spec: str, normals: torch.Tensor) -> torch.nn.Module:
     """``VARIANT:key=value,...`` (see the module doc): the frozen Lite features, changed."""
-    from training.lite import lite_weights
-
     variant, _, text = spec.partition(":")
     options: dict[str, str] = {}
     key = ""
