@@ -94,6 +94,8 @@ def lite_variant(spec: str, normals: torch.Tensor) -> torch.nn.Module:
     unknown = set(options) - {"pca", "stages", "scale"}
     if unknown:
         raise SystemExit(f"--teacher {spec}: unknown option(s) {', '.join(sorted(unknown))}")
+    if "pca" in options and len(options) > 1:
+        raise SystemExit(f"--teacher {spec}: pca takes today's stages and scale; give it alone")
     weights = lite_weights(variant)
     if "pca" in options:
         return LitePca(weights, int(options["pca"]), normals)
@@ -110,11 +112,8 @@ class LiteVariant(LiteFeatures):
         self.scale = scale
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = functional.interpolate(
-            tf_scale(images), scale_factor=self.scale, mode="bilinear", align_corners=False
-        )
         out = torch.zeros(())
-        for index, maps in enumerate(self.body(x)):
+        for index, maps in enumerate(_backbone(self.body, images, self.scale)):
             out = out + _on_grid(functional.conv2d(maps, getattr(self, f"project{index}"), padding=1))
         return out
 
@@ -133,15 +132,15 @@ class LitePca(nn.Module):
                 flat = maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
                 rows.append(flat[torch.randperm(len(flat), generator=generator)[:2000]])
             sample = torch.cat(rows).double()
-        self.mean = sample.mean(0).float()
-        _, vectors = torch.linalg.eigh((sample - sample.mean(0)).T @ (sample - sample.mean(0)))
+        mean = sample.mean(0)
+        _, vectors = torch.linalg.eigh((sample - mean).T @ (sample - mean))
+        self.mean = mean.float()
         self.components = vectors.flip(1)[:, :dims].T.float()
 
     def neighbourhoods(self, images: torch.Tensor) -> torch.Tensor:
-        x = functional.interpolate(tf_scale(images), scale_factor=2.0, mode="bilinear", align_corners=False)
         unfolded = [
             _on_grid(functional.unfold(m, 3, padding=1).reshape(len(m), -1, *m.shape[-2:]))
-            for m in self.body(x)
+            for m in _backbone(self.body, images, 2.0)
         ]
         return torch.cat(unfolded, 1)
 
@@ -150,6 +149,12 @@ class LitePca(nn.Module):
         n, k, h, w = maps.shape
         projected = (maps.permute(0, 2, 3, 1).reshape(-1, k) - self.mean) @ self.components.T
         return projected.reshape(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _backbone(body: nn.Module, images: torch.Tensor, scale: float) -> list[torch.Tensor]:
+    """The backbone's feature maps of images in [0, 1], enlarged ``scale`` times first."""
+    x = functional.interpolate(tf_scale(images), scale_factor=scale, mode="bilinear", align_corners=False)
+    return list(body(x))
 
 
 def _on_grid(maps: torch.Tensor) -> torch.Tensor:
