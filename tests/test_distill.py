@@ -4,6 +4,8 @@ tested in ``test_teachers``)."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from training import distill_images
 from training.distill import DistillOptions, distill, main
 from training.distill_images import SIDE, build
 
@@ -64,6 +67,42 @@ def test_the_image_set_keeps_photos_only(tmp_path: Path) -> None:
     assert kept == {"pkg-data": 1} and len(written) == 1
     with Image.open(written[0]) as image:
         assert min(image.size) == SIDE and image.size == (341, 256)
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs Debian's dpkg-deb")
+def test_downloaded_packages_unpack_into_a_fresh_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--debs DIR`` unpacked into a scratch folder that does not exist yet (dpkg-deb -x makes only
+    the last folder of the path; this once stopped every run before the first image)."""
+    package = tmp_path / "pkg"
+    (package / "DEBIAN").mkdir(parents=True)
+    (package / "DEBIAN" / "control").write_text(
+        "Package: surface-photos\nVersion: 1.0-1\nArchitecture: all\n"
+        "Maintainer: tests <t@example.org>\nDescription: one photograph\n"
+    )
+    photos = package / "usr" / "share" / "photos"
+    photos.mkdir(parents=True)
+    _photo(photos / "rust.jpg", (640, 480), 1)
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    subprocess.run(
+        [
+            "dpkg-deb",
+            "--root-owner-group",
+            "--build",
+            str(package),
+            str(debs / "surface-photos_1.0-1_all.deb"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    monkeypatch.setattr(distill_images, "PACKAGES", {"surface-photos=1.0-1": "usr/share/photos"})
+    found = distill_images.unpack(debs, tmp_path / "scratch" / "unpacked")
+    assert found == [
+        ("surface-photos", tmp_path / "scratch" / "unpacked" / "surface-photos" / "usr/share/photos")
+    ]
+    assert build(found, tmp_path / "out") == {"surface-photos": 1}
 
 
 def test_subnormal_weights_are_zeroed_when_a_teacher_is_loaded(tmp_path: Path) -> None:

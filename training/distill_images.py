@@ -82,6 +82,7 @@ def unpack(debs: Path, dest: Path) -> list[tuple[str, Path]]:
         if not matches:
             raise TrainingError(f"{debs} lacks {name} {version}")
         root = dest / name
+        root.parent.mkdir(parents=True, exist_ok=True)  # dpkg-deb -x makes only the last folder
         try:
             subprocess.run([tool("dpkg-deb"), "-x", str(matches[0]), str(root)], check=True, timeout=600)
         except (OSError, subprocess.SubprocessError) as exc:
