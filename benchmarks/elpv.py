@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             model_size=args.model_size,
             learning_rate=args.learning_rate,
             anomaly_map=args.anomaly_map,
+            imagenet_dir=args.imagenet_dir,
         )
     )
     train_minutes = (time.monotonic() - started) / 60
@@ -133,6 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model_size": args.model_size,
         "learning_rate": args.learning_rate,
         "anomaly_map": model.card.extra.get("anomaly_map"),
+        "penalty_set": str(args.imagenet_dir) if args.imagenet_dir else "scikit-image photographs",
         "stopped_by": card.extra.get("stopped_by", "max-steps"),
         "train_images": card.train_images,
         "train_minutes": round(train_minutes, 1),
@@ -195,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", default="auto", help="as inspectd train --teacher")
     parser.add_argument(
         "--anomaly-map", choices=ANOMALY_MAPS, default=ANOMALY_MAPS[0], help="as inspectd train --anomaly-map"
+    )
+    parser.add_argument(
+        "--imagenet-dir", type=Path, help="as inspectd train --imagenet-dir (the penalty image set)"
     )
     parser.add_argument("--test-normal-share", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
