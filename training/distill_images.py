@@ -76,13 +76,13 @@ def download(packages: Sequence[str], dest: Path) -> None:
 def unpack(debs: Path, dest: Path) -> list[tuple[str, Path]]:
     """(package, folder of its images) for each pinned package, game archives unzipped beside."""
     found = []
+    dest.mkdir(parents=True, exist_ok=True)  # dpkg-deb -x makes only the last folder of its target
     for spec, inside in PACKAGES.items():
         name, version = spec.split("=")
         matches = sorted(debs.glob(f"{name}_{version.split(':')[-1]}_*.deb"))
         if not matches:
             raise TrainingError(f"{debs} lacks {name} {version}")
         root = dest / name
-        root.parent.mkdir(parents=True, exist_ok=True)  # dpkg-deb -x makes only the last folder
         try:
             subprocess.run([tool("dpkg-deb"), "-x", str(matches[0]), str(root)], check=True, timeout=600)
         except (OSError, subprocess.SubprocessError) as exc:
