@@ -262,6 +262,57 @@ def test_student_teacher_map_trains_no_autoencoder(tmp_path: Path) -> None:
         train(TrainOptions(tmp_path / "normal", tmp_path / "out", anomaly_map="ae"))
 
 
+def test_teacher_memo_returns_the_teachers_own_output_and_stays_within_its_budget() -> None:
+    import torch
+
+    from training.teacher_memo import TeacherMemo
+
+    calls: list[torch.Tensor] = []
+
+    def teacher(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(batch)
+        return batch * 2
+
+    image, other = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    memo = TeacherMemo(budget_bytes=image.nelement() * 4)  # room for one f32 output
+    first = memo(image, teacher)
+    assert torch.equal(memo(image.clone(), teacher), first) and len(calls) == 1  # same bytes: remembered
+    assert torch.equal(memo(other, teacher), other * 2) and len(calls) == 2
+    memo(other, teacher)
+    assert len(calls) == 3 and memo.used_bytes == image.nelement() * 4  # over budget: not kept
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        memo(image, teacher)  # another arithmetic is another output
+    assert len(calls) == 4 and (memo.hits, memo.misses) == (1, 3 + 1)
+    memo.clear()
+    memo(image, teacher)
+    assert len(calls) == 5 and memo.used_bytes == image.nelement() * 4
+
+
+def test_training_distance_with_the_memo_equals_anomalibs_and_fit_start_goes_channels_last(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    from training.model import InspectdEfficientAd
+
+    torch.manual_seed(0)
+    module = InspectdEfficientAd(Teacher("random(seed=0)", None, 0), tmp_path, "small", 256)
+    network = module.model.train()
+    batch = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        expected = type(network).__mro__[1].compute_student_teacher_distance(network, batch)  # anomalib's
+        for _ in range(2):  # the second time from the memo
+            student, distance = network.compute_student_teacher_distance(batch)
+            torch.testing.assert_close(student, expected[0])
+            torch.testing.assert_close(distance, expected[1])
+    assert (network.teacher_memo.hits, network.teacher_memo.misses) == (1, 1)
+
+    module.on_fit_start()
+    assert network.student.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    module.on_train_end()
+    assert network.teacher_memo.used_bytes == 0
+
+
 # --- penalty set, progress ----------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from training.lite_teacher import PDN_BORDER, FrozenLiteTeacher
 from training.score_scale import UnclippedPostProcessor
 from training.settings import ANOMALY_MAPS, DEFAULT_LEARNING_RATE
 from training.teacher import Teacher, apply_teacher
+from training.teacher_memo import TeacherMemo
 
 BOTH_MAPS = "mean of student-teacher and autoencoder maps"
 STUDENT_TEACHER_MAP = "student-teacher map"
@@ -76,6 +77,18 @@ class StudentTeacherScoring(EfficientAdModel):
         )
         self.student = network(out_channels=teacher_out_channels)
         self.ae = NoAutoencoder()  # type: ignore[assignment]
+        self.teacher_memo = TeacherMemo()
+
+    def compute_student_teacher_distance(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """anomalib's, except that in training the teacher's output comes from ``teacher_memo``
+        when the image was seen before (the teacher is frozen, so it is the same output)."""
+        if not self.training or torch.jit.is_tracing():
+            return super().compute_student_teacher_distance(batch)
+        with torch.no_grad():
+            teacher_output = self._normalize_teacher(self.teacher_memo(batch, self.teacher))
+        student_output = self.student(batch)
+        distance_st = torch.pow(teacher_output - student_output[:, : self.teacher_out_channels, :, :], 2)
+        return student_output, distance_st
 
     def forward(
         self,
@@ -171,6 +184,21 @@ class InspectdEfficientAd(EfficientAd):
         its drop never comes; ``training.callbacks.FinalDecay`` makes that drop instead."""
         configured = super().configure_optimizers()
         return configured["optimizer"] if isinstance(configured, dict) else configured
+
+    def on_fit_start(self) -> None:
+        """The networks' weights in channels-last order: oneDNN's CPU convolutions then run without
+        reordering every tensor, and a training step took 0.54 instead of 1.0 of the time in bf16
+        (0.83 in f32; one PDN-S step with the frozen Lite2 teacher, AMX CPU). Outputs are the same
+        up to rounding; the export and the checkpoints do not depend on the memory order."""
+        super().on_fit_start()
+        self.model.to(memory_format=torch.channels_last)
+
+    def on_train_end(self) -> None:
+        """The memoised teacher outputs are not needed once the student stops learning."""
+        super().on_train_end()
+        memo = getattr(self.model, "teacher_memo", None)
+        if isinstance(memo, TeacherMemo):
+            memo.clear()
 
     def prepare_pretrained_model(self) -> None:
         """The teacher was set in ``__init__``; anomalib's download must not run."""
