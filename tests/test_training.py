@@ -287,6 +287,11 @@ def test_teacher_memo_returns_the_teachers_own_output_and_stays_within_its_budge
     memo(image, teacher)
     assert len(calls) == 5 and memo.used_bytes == image.nelement() * 4
 
+    crops = TeacherMemo()  # the frozen Lite teacher returns a crop of a larger map
+    crop = crops(image, lambda batch: (batch * 2)[..., 1:7, 1:7])
+    assert torch.equal(crops(image, teacher), crop)  # remembered
+    assert crops.held_bytes == crops.used_bytes == crop.nelement() * 4  # the crop, not the whole map
+
 
 def test_training_distance_with_the_memo_equals_anomalibs_and_fit_start_goes_channels_last(
     tmp_path: Path,

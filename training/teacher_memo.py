@@ -43,9 +43,16 @@ class TeacherMemo:
         output = teacher(batch)
         size = output.element_size() * output.nelement()
         if self.used_bytes + size <= self.budget_bytes:
-            self._outputs[key] = output.detach()
+            # a compact copy: the frozen Lite teacher returns a crop of a larger map, and keeping
+            # the view would keep the whole map (30 % more than counted at 256 px)
+            self._outputs[key] = output.detach().clone()
             self.used_bytes += size
         return output
+
+    @property
+    def held_bytes(self) -> int:
+        """The memory the kept outputs really hold (``used_bytes`` is what was counted)."""
+        return sum(output.untyped_storage().nbytes() for output in self._outputs.values())
 
     def clear(self) -> None:
         self._outputs.clear()
