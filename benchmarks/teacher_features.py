@@ -16,6 +16,8 @@ teacher's feature map, to screen before changing ``training.lite_teacher``:
 - ``lite2:stages=1,2,3,scale=3``: which timm stages (1, 2, 3: strides 4, 8, 16) and how far the
   image is enlarged before the backbone (today 2, 3); maps finer than the 64x64 grid are
   average-pooled to it, coarser ones upsampled;
+- ``lite2:patch=1``: each position described by its own features (``patch=5``: its 5x5
+  neighbourhood) instead of its 3x3 neighbourhood, before the channel pooling;
 - ``lite2:pca=384``: the 3x3 neighbourhoods of both layers projected on their first principal
   components on the training normals, instead of the paper's channel pooling.
 
@@ -91,7 +93,7 @@ def lite_variant(spec: str, normals: torch.Tensor) -> torch.nn.Module:
             options[key] += "," + part
         else:
             raise SystemExit(f"--teacher {spec}: expected VARIANT:key=value,... (see --help)")
-    unknown = set(options) - {"pca", "stages", "scale"}
+    unknown = set(options) - {"pca", "stages", "scale", "patch"}
     if unknown:
         raise SystemExit(f"--teacher {spec}: unknown option(s) {', '.join(sorted(unknown))}")
     if "pca" in options and len(options) > 1:
@@ -100,21 +102,22 @@ def lite_variant(spec: str, normals: torch.Tensor) -> torch.nn.Module:
     if "pca" in options:
         return LitePca(weights, int(options["pca"]), normals)
     stages = tuple(int(s) for s in options.get("stages", "2,3").split(","))
-    return LiteVariant(weights, stages, float(options.get("scale", "2")))
+    return LiteVariant(weights, stages, float(options.get("scale", "2")), int(options.get("patch", "3")))
 
 
 GRID = 64  # the 256-px teacher's output side
 
 
 class LiteVariant(LiteFeatures):
-    def __init__(self, weights: LiteWeights, stages: tuple[int, ...], scale: float) -> None:
-        super().__init__(weights, stages)
+    def __init__(self, weights: LiteWeights, stages: tuple[int, ...], scale: float, patch: int) -> None:
+        super().__init__(weights, stages, patch)
         self.scale = scale
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(())
         for index, maps in enumerate(_backbone(self.body, images, self.scale)):
-            out = out + _on_grid(functional.conv2d(maps, getattr(self, f"project{index}"), padding=1))
+            z = functional.conv2d(maps, getattr(self, f"project{index}"), padding=self.padding)
+            out = out + _on_grid(z)
         return out
 
 

@@ -133,23 +133,27 @@ def test_a_distilled_teacher_is_named_by_path_and_carries_its_provenance(
 # --- the frozen teacher --------------------------------------------------------------------------
 
 
-def test_aggregator_folds_patchcore_pooling_into_two_convolutions() -> None:
+@pytest.mark.parametrize("patch", [3, 1, 5])  # today's 3x3 neighbourhoods, and the screened others
+def test_aggregator_folds_patchcore_pooling_into_two_convolutions(patch: int) -> None:
     from torch.nn import functional
 
     torch.manual_seed(0)
     f8, f16 = torch.randn(1, 5, 8, 8), torch.randn(1, 7, 4, 4)
     pooled = []
     for f in (f8, f16):  # the paper's aggregator, written out
-        patches = functional.unfold(f, 3, padding=1).reshape(1, f.shape[1] * 9, *f.shape[-2:])
+        area = patch * patch
+        patches = functional.unfold(f, patch, padding=patch // 2).reshape(1, f.shape[1] * area, *f.shape[-2:])
         patches = functional.interpolate(patches, size=(8, 8), mode="bilinear", align_corners=False)
         pooled.append(
-            functional.adaptive_avg_pool1d(patches.permute(0, 2, 3, 1).reshape(-1, 1, f.shape[1] * 9), 1024)
+            functional.adaptive_avg_pool1d(
+                patches.permute(0, 2, 3, 1).reshape(-1, 1, f.shape[1] * area), 1024
+            )
         )
     reference = functional.adaptive_avg_pool1d(torch.cat(pooled, 1).reshape(-1, 1, 2048), 384)
     reference = reference.reshape(1, 8, 8, 384).permute(0, 3, 1, 2)
-    w8, w16 = aggregator_weights((5, 7))
-    folded = functional.conv2d(f8, w8, padding=1) + functional.interpolate(
-        functional.conv2d(f16, w16, padding=1), size=(8, 8), mode="bilinear", align_corners=False
+    w8, w16 = aggregator_weights((5, 7), patch=patch)
+    folded = functional.conv2d(f8, w8, padding=patch // 2) + functional.interpolate(
+        functional.conv2d(f16, w16, padding=patch // 2), size=(8, 8), mode="bilinear", align_corners=False
     )
     assert torch.allclose(folded, reference, atol=1e-5)
 

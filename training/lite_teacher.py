@@ -29,14 +29,17 @@ PATCH = 3
 PDN_BORDER = 4  # cells an unpadded PDN loses on each side against the padded 64x64 grid
 
 
-def aggregator_weights(channels: tuple[int, ...], out_channels: int = OUT_CHANNELS) -> list[torch.Tensor]:
-    """One conv weight ``(out, C, 3, 3)`` per layer that equals unfold -> pool -> concat -> pool."""
-    per_layer = [_pool_matrix(c * PATCH * PATCH, LAYER_DIM) for c in channels]  # (1024, 9C) each
+def aggregator_weights(
+    channels: tuple[int, ...], out_channels: int = OUT_CHANNELS, patch: int = PATCH
+) -> list[torch.Tensor]:
+    """One conv weight ``(out, C, patch, patch)`` per layer that equals unfold -> pool -> concat ->
+    pool."""
+    per_layer = [_pool_matrix(c * patch * patch, LAYER_DIM) for c in channels]  # (1024, 9C) each
     final = _pool_matrix(LAYER_DIM * len(channels), out_channels)  # (out, 1024 * layers)
     weights = []
     for index, (c, pool) in enumerate(zip(channels, per_layer, strict=True)):
         block = final[:, index * LAYER_DIM : (index + 1) * LAYER_DIM] @ pool  # (out, 9C)
-        weights.append(block.reshape(out_channels, c, PATCH, PATCH).contiguous())
+        weights.append(block.reshape(out_channels, c, patch, patch).contiguous())
     return weights
 
 
@@ -56,12 +59,13 @@ def student_grid(size: int) -> int:
 class LiteFeatures(nn.Module):
     """Pretrained EfficientNet-Lite features as a 384-channel map at 1/4 of the input size."""
 
-    def __init__(self, weights: LiteWeights, stages: tuple[int, ...] = STAGES) -> None:
+    def __init__(self, weights: LiteWeights, stages: tuple[int, ...] = STAGES, patch: int = PATCH) -> None:
         super().__init__()
         self.stages = stages
+        self.padding = patch // 2
         self.body = lite_features(weights, stages)
         channels = tuple(self.body.feature_info.channels())  # type: ignore[union-attr, operator]
-        for index, weight in enumerate(aggregator_weights(channels)):
+        for index, weight in enumerate(aggregator_weights(channels, patch=patch)):
             self.register_buffer(f"project{index}", weight)
         self.train(False)
 
@@ -78,7 +82,7 @@ class LiteFeatures(nn.Module):
         grid = (-(-x.shape[-2] // GRID_STRIDE), -(-x.shape[-1] // GRID_STRIDE))  # TF "same": ceil
         out = None
         for index, features in enumerate(self.body(x)):
-            z = functional.conv2d(features, getattr(self, f"project{index}"), padding=1)
+            z = functional.conv2d(features, getattr(self, f"project{index}"), padding=self.padding)
             if z.shape[-2:] != grid:
                 z = functional.interpolate(z, size=grid, mode="bilinear", align_corners=False)
             out = z if out is None else out + z
