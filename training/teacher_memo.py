@@ -61,9 +61,9 @@ class TeacherMemo:
 
 def _digest(batch: torch.Tensor) -> bytes:
     data = batch.detach().to("cpu").contiguous()
-    header = f"{tuple(data.shape)}{data.dtype}".encode()
-    content = data.reshape(-1).view(torch.uint8).numpy().tobytes()  # any dtype, bf16 included
-    return hashlib.blake2b(header + content, digest_size=16).digest()
+    digest = hashlib.blake2b(f"{tuple(data.shape)}{data.dtype}".encode(), digest_size=16)
+    digest.update(data.reshape(-1).view(torch.uint8).numpy().data)  # its own bytes, no copy; any dtype
+    return digest.digest()
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
