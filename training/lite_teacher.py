@@ -34,11 +34,11 @@ def aggregator_weights(
 ) -> list[torch.Tensor]:
     """One conv weight ``(out, C, patch, patch)`` per layer that equals unfold -> pool -> concat ->
     pool."""
-    per_layer = [_pool_matrix(c * patch * patch, LAYER_DIM) for c in channels]  # (1024, 9C) each
+    per_layer = [_pool_matrix(c * patch * patch, LAYER_DIM) for c in channels]  # (1024, C patch²) each
     final = _pool_matrix(LAYER_DIM * len(channels), out_channels)  # (out, 1024 * layers)
     weights = []
     for index, (c, pool) in enumerate(zip(channels, per_layer, strict=True)):
-        block = final[:, index * LAYER_DIM : (index + 1) * LAYER_DIM] @ pool  # (out, 9C)
+        block = final[:, index * LAYER_DIM : (index + 1) * LAYER_DIM] @ pool  # (out, C patch²)
         weights.append(block.reshape(out_channels, c, patch, patch).contiguous())
     return weights
 
