@@ -110,7 +110,9 @@ def register_bench(commands: Any) -> None:
         help="measure how fast this machine judges with a model: anomalib's loop, raw OpenVINO, the daemon",
         description=(
             "In one run and on the same IR: seed_loop_ips (anomalib's OpenVINOInferencer.predict(path) "
-            "in a loop), raw_ips (the best raw OpenVINO configuration on pre-decoded tensors), "
+            "in a loop), raw_ips (the best raw OpenVINO configuration on pre-decoded tensors, picked by a "
+            "short screen and timed again right before and after the daemon: raw_screen_ips is the "
+            "screen's own, biased-high figure), "
             "daemon_ips (a real inspectd run draining a backlog), overhead_ms_per_image, latency "
             "p50/p95 from a closed file to its committed row at a low rate, and the daemon's peak "
             "RSS. Compare ratios, not absolute figures: CPUs differ by 3x."
@@ -133,6 +135,14 @@ def register_bench(commands: Any) -> None:
         help="another export (e.g. the fp32 one an INT8 --model was quantised from): its seed loop is "
         "measured too, as baseline_seed_loop_ips, so the daemon's speed can be set against it",
     )
+    bench.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="backlog drains, each between two raw timings of the same configuration; the figures "
+        "are medians (default 3: a shared CPU's speed drifts from one minute to the next)",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object with the figures")
     bench.set_defaults(handler=cmd_bench)
 
@@ -144,8 +154,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise InspectdError(f"--size {args.size!r}: use WIDTHxHEIGHT, e.g. 1280x1024") from None
-    if args.images < 3 or width < 32 or height < 32:
-        raise InspectdError("--images must be at least 3 and --size at least 32x32")
+    if args.images < 3 or width < 32 or height < 32 or args.rounds < 1:
+        raise InspectdError("--images must be at least 3, --size at least 32x32 and --rounds at least 1")
     result = bench(
         args.model,
         images=args.images,
@@ -153,6 +163,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         fmt=args.format,
         say=lambda text: print(f"bench: {text}", file=sys.stderr, flush=True),
         baseline=args.baseline,
+        rounds=args.rounds,
     )
     if args.json:
         print(result.to_json())
@@ -161,9 +172,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(
             f"{result.cpu}, {result.images} images of {width}x{height} {args.format}\n"
             f"  seed loop   {result.seed_loop_ips:7.2f} images/s\n"
-            f"  raw best    {result.raw_ips:7.2f} images/s  {result.raw_config}\n"
+            f"  raw best    {result.raw_ips:7.2f} images/s  {result.raw_config} "
+            f"(screen: {result.raw_screen_ips:.2f})\n"
             f"  daemon      {result.daemon_ips:7.2f} images/s  "
-            f"({ratios['daemon_over_raw']:.2f} x raw, {ratios['daemon_over_seed_loop']:.2f} x seed loop)\n"
+            f"({ratios['daemon_over_raw']:.2f} x raw, {ratios['daemon_over_seed_loop']:.2f} x seed loop; "
+            f"each drain over the raw timings around it: {', '.join(map(str, result.round_ratios))})\n"
             f"  overhead    {result.overhead_ms_per_image:7.1f} ms/image over raw\n"
             f"  latency     p50 {result.latency_p50_ms:.0f} ms, p95 {result.latency_p95_ms:.0f} ms "
             f"(inference {result.inference_ms:.0f} ms raw, "
