@@ -111,8 +111,8 @@ def register_bench(commands: Any) -> None:
         description=(
             "In one run and on the same IR: seed_loop_ips (anomalib's OpenVINOInferencer.predict(path) "
             "in a loop), raw_ips (the best raw OpenVINO configuration on pre-decoded tensors, picked by a "
-            "short screen and timed again right before and after the daemon: raw_screen_ips is the "
-            "screen's own, biased-high figure), "
+            "short screen and timed again before, between and after the daemon's drains: raw_screen_ips "
+            "is the screen's own, biased-high figure), "
             "daemon_ips (a real inspectd run draining a backlog), overhead_ms_per_image, latency "
             "p50/p95 from a closed file to its committed row at a low rate, and the daemon's peak "
             "RSS. Compare ratios, not absolute figures: CPUs differ by 3x."
