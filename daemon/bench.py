@@ -84,6 +84,7 @@ class BenchResult:
     cpu: str
     baseline_seed_loop_ips: float | None = None
     round_ratios: tuple[float, ...] = ()  # each drain over the raw timings on either side of it
+    daemon_backlog_batch: int = 1  # the daemon's model.backlog_batch: the chosen raw batch
 
     def ratios(self) -> dict[str, float]:
         """The figures the speed goals are set on, each defined here once (text output, ``--json``
@@ -258,7 +259,7 @@ def raw_best(
     return best_ips, best, 1000.0 / sync[0] if sync else 1000.0 / best_ips
 
 
-def daemon_config(root: Path, model: Path) -> Path:
+def daemon_config(root: Path, model: Path, backlog_batch: int = 1) -> Path:
     data = {
         "paths": {
             "inbox": "inbox",
@@ -268,7 +269,7 @@ def daemon_config(root: Path, model: Path) -> Path:
             "state": "state",
         },
         "database": {"url": "sqlite:///bench.db"},
-        "model": {"path": str(model), "check_seconds": 0},
+        "model": {"path": str(model), "check_seconds": 0, "backlog_batch": backlog_batch},
         "watch": {"settle_ms": 200, "rescan_seconds": 30},
         "log": {"level": "WARNING"},
     }
@@ -337,10 +338,12 @@ def daemon_run(
     work: Path,
     rounds: int = 1,
     between: Callable[[], object] = lambda: None,
+    *,
+    backlog_batch: int = 1,
 ) -> DaemonFigures:
     """Backlog rate (``rounds`` drains, ``between()`` called before, between and after them while
     the daemon idles), low-rate latencies and peak RSS of a real ``inspectd run``."""
-    config = daemon_config(work, model)
+    config = daemon_config(work, model, backlog_batch)
     inbox, db, stage = work / "inbox", work / "bench.db", work / "stage"
     inbox.mkdir()
     stage.mkdir()
@@ -444,9 +447,13 @@ def bench(
             raws.append(raw_run(xml, tensors, raw_config, CONFIRM_S))
             say(f"raw, chosen configuration: {raws[-1]:.2f} images/s")
 
-        say(f"daemon: inspectd run draining a backlog {rounds} time(s), then one image at a time")
+        batch = backlog_batch_for(raw_config)
+        say(
+            f"daemon: inspectd run (model.backlog_batch: {batch}) draining a backlog {rounds} "
+            "time(s), then one image at a time"
+        )
         (root / "daemon").mkdir()
-        run = daemon_run(model, paths, root / "daemon", rounds, time_raw)
+        run = daemon_run(model, paths, root / "daemon", rounds, time_raw, backlog_batch=batch)
     for drained in run.drain_ips:
         say(f"daemon: {drained:.2f} images/s")
     round_ratios = tuple(
@@ -471,4 +478,11 @@ def bench(
         cpu=cpu_name(),
         baseline_seed_loop_ips=round(baseline_ips, 3) if baseline_ips is not None else None,
         round_ratios=round_ratios,
+        daemon_backlog_batch=batch,
     )
+
+
+def backlog_batch_for(raw_config: dict[str, Any]) -> int:
+    """The daemon runs what the chosen raw configuration runs: a backlog batched on the THROUGHPUT
+    streams as raw batched them (the daemon's sync LATENCY inference never batches)."""
+    return int(raw_config["batch"]) if raw_config["hint"] == "THROUGHPUT" else 1

@@ -70,6 +70,10 @@ class ModelConfig(_Frozen):
     # CPU: images waiting together (a backlog) run side by side, one per OpenVINO THROUGHPUT
     # stream; an image alone always gets every core. false: one image at a time on every core.
     backlog_streams: bool = True
+    # With backlog_streams: when more images wait than there are streams, up to this many share
+    # one stream's inference (1: never batched); an image alone never waits for a partner.
+    # `inspectd bench` says whether batching pays on this CPU (it did not on the one measured).
+    backlog_batch: int = Field(default=1, ge=1, le=16)
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     # How often the export's files are stat()ed for a swapped-in model (0 = only on SIGHUP).
     check_seconds: float = Field(default=5.0, ge=0, le=3600)

@@ -82,7 +82,8 @@ class Model:
     files while earlier ones are scored): decoding runs in parallel, and ``InferSlots`` gives each
     inference its own infer request. With ``backlog_streams`` (the daemon, on a CPU) the model is
     also compiled with OpenVINO's THROUGHPUT hint: an image scored alone still gets every core (the
-    lowest latency), images that wait together run one per stream (``streams`` at once).
+    lowest latency), images that wait together run one per stream (``streams`` at once), and up to
+    ``backlog_batch`` images share a stream's request when more wait than there are streams.
     One-at-a-time users (evaluate, calibration, quantize) compile once.
     """
 
@@ -95,6 +96,7 @@ class Model:
         precision: str = "auto",
         *,
         backlog_streams: bool = False,
+        backlog_batch: int = 1,
     ) -> None:
         self.xml = locate_xml(model_path)
         self.card: ModelCard = read_card(self.xml)
@@ -116,7 +118,7 @@ class Model:
                 throughput = _CachedInferencer(
                     self.xml, device, cache_dir, self.precision, "THROUGHPUT"
                 ).model
-            self._slots = InferSlots(self._inferencer.model, throughput)
+            self._slots = InferSlots(self._inferencer.model, throughput, backlog_batch)
             self._inferencer.model = self._slots
         except Exception as exc:  # openvino raises plain RuntimeError with its own text
             raise ModelError(f"cannot load {self.xml} on device {device}: {exc}") from exc
@@ -140,8 +142,14 @@ class Model:
 
     @property
     def streams(self) -> int:
-        """How many images this model infers at once when they wait together (1: one at a time)."""
+        """How many requests this model infers on at once when images wait together (1: one at a
+        time)."""
         return self._slots.streams
+
+    @property
+    def batch(self) -> int:
+        """The most images one stream infers at once in a backlog (1: no batching)."""
+        return self._slots.max_batch
 
     @property
     def model_id(self) -> str:

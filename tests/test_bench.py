@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.bench import BenchResult
+from daemon.bench import BenchResult, backlog_batch_for
 from daemon.cli import main
 
 KEYS = {
@@ -40,6 +40,8 @@ def test_bench_json_has_the_figures_and_the_daemon_is_not_faster_than_raw(
     # every low-rate row recorded its inference, and it is part of the latency measured around it
     assert 0 < figures["daemon_inference_p50_ms"] <= figures["latency_p50_ms"]
     assert {"precision", "hint"} <= set(figures["raw_config"])
+    # the daemon batched a backlog as the chosen raw configuration did
+    assert figures["daemon_backlog_batch"] == backlog_batch_for(figures["raw_config"])
     # raw_ips is the chosen configuration timed again around the daemon's drain, not the screen's best
     assert figures["raw_screen_ips"] > 0
     # two drains of fresh copies, each set against the raw timings on either side of it
@@ -67,6 +69,14 @@ def _result(**changes: object) -> BenchResult:
         "cpu": "test CPU",
     }
     return BenchResult(**{**figures, **changes})  # type: ignore[arg-type]
+
+
+def test_the_daemon_is_benched_with_the_raw_configurations_batch_on_its_streams() -> None:
+    throughput = {"precision": "bf16", "hint": "THROUGHPUT", "mode": "async"}
+    assert backlog_batch_for({**throughput, "batch": 2}) == 2
+    assert backlog_batch_for({**throughput, "batch": 1}) == 1
+    # raw's synchronous LATENCY batch has no daemon counterpart: an image alone is never batched
+    assert backlog_batch_for({"precision": "f32", "hint": "LATENCY", "mode": "sync", "batch": 2}) == 1
 
 
 def test_the_goal_ratios_are_defined_once_on_the_result() -> None:

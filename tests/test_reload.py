@@ -179,18 +179,20 @@ def test_backlog_streams_is_live_and_sets_how_many_files_are_judged_at_once(
     tmp_path: Path, models: Models
 ) -> None:
     """``model.backlog_streams`` recompiles the same export on reload: with it a backlog is judged
-    one file per THROUGHPUT stream (plus one being read), without it one at a time."""
-    config_file = make_config(tmp_path, models.a)
+    a batch (``model.backlog_batch``) per THROUGHPUT stream, plus one being read; without it one at
+    a time."""
+    config_file = make_config(tmp_path, models.a, model__backlog_batch=2)
     daemon = Daemon.start(load_config(config_file))
     try:
         line = daemon.lines[0]
-        streams = line.model.streams
-        assert streams >= 1 and line.pipeline.ahead.depth == streams + 1
+        streams, batch = line.model.streams, line.model.batch
+        assert streams >= 1 and line.pipeline.ahead.depth == streams * batch + 1
+        assert batch == (2 if streams > 1 else 1)  # no batches without streams
         data = yaml.safe_load(config_file.read_text())
         data["model"]["backlog_streams"] = False
         config_file.write_text(yaml.safe_dump(data))
         daemon.reload()
-        assert line.model.streams == 1 and line.pipeline.ahead.depth == 2
+        assert line.model.streams == 1 and line.model.batch == 1 and line.pipeline.ahead.depth == 2
         assert line.model.model_id == models.a_id
     finally:
         daemon.close()

@@ -113,7 +113,8 @@ def register_bench(commands: Any) -> None:
             "in a loop), raw_ips (the best raw OpenVINO configuration on pre-decoded tensors, picked by a "
             "short screen and timed again before, between and after the daemon's drains: raw_screen_ips "
             "is the screen's own, biased-high figure), "
-            "daemon_ips (a real inspectd run draining a backlog), overhead_ms_per_image, latency "
+            "daemon_ips (a real inspectd run draining a backlog, with model.backlog_batch set to the "
+            "chosen raw configuration's batch: daemon_backlog_batch), overhead_ms_per_image, latency "
             "p50/p95 from a closed file to its committed row at a low rate, and the daemon's peak "
             "RSS. Compare ratios, not absolute figures: CPUs differ by 3x."
         ),

@@ -51,18 +51,20 @@ def load_model(line: LineConfig, cache_dir: Path, max_pixels: int) -> Model:
         max_pixels,
         line.model.precision,
         backlog_streams=line.model.backlog_streams,
+        backlog_batch=line.model.backlog_batch,
     )
 
 
 def compiled_as(line: LineConfig) -> tuple[object, ...]:
     """The settings a model is loaded and compiled with: a change needs the model loaded again."""
     m = line.model
-    return (m.path, m.device, m.precision, m.backlog_streams)
+    return (m.path, m.device, m.precision, m.backlog_streams, m.backlog_batch)
 
 
 def ahead_depth(model: Model) -> int:
-    """Files judged at once: one per stream the model infers on together, and the next being read."""
-    return model.streams + 1
+    """Files judged at once: a batch per stream the model infers on together, and the next being
+    read."""
+    return model.streams * model.batch + 1
 
 
 class Line:
