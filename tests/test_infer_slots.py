@@ -129,11 +129,16 @@ def test_a_call_outside_a_slot_takes_one_for_itself() -> None:
     assert not recorder.mixed and recorder.most["throughput"] <= 2
 
 
-def hold_both_streams(slots: InferSlots) -> list[Any]:
-    """As if two throughput inferences were running: the calls that come next queue up."""
+def backlogged() -> tuple[Recorder, InferSlots, list[Any]]:
+    """Two streams, batches of two, and both streams taken as if two throughput inferences were
+    running: the calls that come next queue up. Returns the taken requests too."""
+    recorder = Recorder()
+    slots = InferSlots(
+        FakeCompiled("latency", recorder), FakeCompiled("throughput", recorder, streams=2), max_batch=2
+    )
     with slots._cond:
         slots._running, slots._mode = 1, "throughput"
-        return [slots._free.pop(), slots._free.pop()]
+        return recorder, slots, [slots._free.pop(), slots._free.pop()]
 
 
 def wait_queued(slots: InferSlots, count: int) -> None:
@@ -151,11 +156,7 @@ def release(slots: InferSlots, requests: list[Any]) -> None:
 
 
 def test_images_queued_behind_busy_streams_share_a_request_and_each_gets_its_own_answer() -> None:
-    recorder = Recorder()
-    slots = InferSlots(
-        FakeCompiled("latency", recorder), FakeCompiled("throughput", recorder, streams=2), max_batch=2
-    )
-    busy = hold_both_streams(slots)
+    recorder, slots, busy = backlogged()
     with ThreadPoolExecutor(5) as pool:
         futures = [pool.submit(run, slots, x) for x in range(5)]
         wait_queued(slots, 5)
@@ -167,11 +168,7 @@ def test_images_queued_behind_busy_streams_share_a_request_and_each_gets_its_own
 
 
 def test_a_failed_batch_fails_every_image_in_it_and_frees_its_request() -> None:
-    recorder = Recorder()
-    slots = InferSlots(
-        FakeCompiled("latency", recorder), FakeCompiled("throughput", recorder, streams=2), max_batch=2
-    )
-    busy = hold_both_streams(slots)
+    recorder, slots, busy = backlogged()
     with ThreadPoolExecutor(4) as pool:
         futures = []
         for x in (1, 2, -1, 3):  # queued in this order
