@@ -63,6 +63,7 @@ WARMUP = 2
 MIN_TIMED_S = 1.0  # seed loop and raw runs repeat their images until this long has passed
 CONFIRM_S = 3.0  # the chosen raw configuration, timed again before, between and after the drains
 LATENCY_IMAGES = 8
+SETTLE_S = 30.0  # after a drain, how long to wait for its moves and overlays before timing raw
 DEFAULT_ROUNDS = 3
 
 
@@ -361,6 +362,7 @@ def daemon_run(
         for round_no in range(rounds):
             between()
             drains.append(_drain(proc, paths, stage / f"r{round_no}", inbox, db))
+            wait_settled(db, work / "heatmaps")
         between()
         latencies, late_names = [], []
         for i, path in enumerate(paths[:LATENCY_IMAGES]):
@@ -399,6 +401,29 @@ def _drain(proc: subprocess.Popen[bytes], paths: list[Path], stage: Path, inbox:
     wait_for(functools.partial(_more_than, db, before + len(paths) - 1), 60 + 5 * len(paths), proc)
     last = max(t for _, t in decided(db))
     return _ips(len(paths), (last - started).total_seconds())
+
+
+def settled(db: Path, heatmaps: Path) -> bool:
+    """Whether the daemon has finished what follows its verdicts: every row's move marked, and an
+    overlay written for every rejected row (the bench's config writes overlays for those only)."""
+    with sqlite3.connect(db, timeout=10) as conn:
+        unmoved, rejected = conn.execute(
+            "SELECT SUM(moved_at IS NULL), SUM(status = 'rejected') FROM inspections"
+        ).fetchone()
+    overlays = sum(1 for _ in heatmaps.rglob("[!.]*.png")) if heatmaps.is_dir() else 0
+    return not unmoved and overlays >= (rejected or 0)
+
+
+def wait_settled(db: Path, heatmaps: Path, timeout: float = SETTLE_S) -> bool:
+    """Wait (bounded) until the daemon is settled, so that the raw timing after a drain does not
+    share the CPU with the drain's last moves and overlay PNGs. False if it did not settle: an
+    overlay the daemon dropped under load never comes, and the bench goes on."""
+    deadline = time.monotonic() + timeout
+    while not settled(db, heatmaps):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _more_than(db: Path, count: int) -> bool:

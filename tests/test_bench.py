@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 import pytest
 
-from daemon.bench import BenchResult, backlog_batch_for
+from daemon.bench import BenchResult, backlog_batch_for, settled, wait_settled
 from daemon.cli import main
+from daemon.db.engine import make_engine
+from daemon.db.migrate import upgrade
+from daemon.db.models import Inspection
+from daemon.db.store import Store
 
 KEYS = {
     "seed_loop_ips",
@@ -91,3 +96,39 @@ def test_the_goal_ratios_are_defined_once_on_the_result() -> None:
     # the INT8-against-FP ratio exists only when a baseline export was timed
     assert _result(baseline_seed_loop_ips=1.5).ratios()["daemon_over_baseline_seed_loop"] == 2.0
     assert json.loads(_result().to_json())["ratios"] == ratios
+
+
+def test_after_a_drain_the_raw_timing_waits_for_the_last_moves_and_overlays(tmp_path: Path) -> None:
+    """The daemon's work after its last verdict (moves, their marks, rejected parts' overlay PNGs)
+    must not share the CPU with the raw timing that follows a drain."""
+    db, heatmaps = tmp_path / "bench.db", tmp_path / "heatmaps"
+    engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    store = Store(engine)
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = [
+        store.record(
+            Inspection(
+                filename=f"{status}.png",
+                source_path=f"/in/{status}.png",
+                final_path=f"/{status}/{status}.png",
+                status=status,
+                score=score,
+                threshold=0.5,
+                model_id="m",
+                received_at=now,
+                decided_at=now,
+            )
+        )
+        for status, score in (("accepted", 0.1), ("rejected", 0.9))
+    ]
+    assert not settled(db, heatmaps)  # moves not marked yet
+    for row in rows:
+        store.mark_moved(row.id, now)
+    assert not settled(db, heatmaps)  # the rejected part's overlay is still being written
+    heatmaps.mkdir()
+    (heatmaps / ".2-rejected.png.tmp").write_bytes(b"partial")
+    assert not wait_settled(db, heatmaps, timeout=0.2)  # bounded: a dropped overlay never comes
+    (heatmaps / "2-rejected.png").write_bytes(b"png")
+    assert settled(db, heatmaps) and wait_settled(db, heatmaps, timeout=0.2)
+    engine.dispose()
