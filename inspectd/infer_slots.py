@@ -35,7 +35,7 @@ Mode = Literal["latency", "throughput"]
 WAKE_S = 1.0  # a waiting thread re-checks at least this often (every finish also wakes it)
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the deque's remove() must not compare arrays
 class _Waiting:
     """One image's inputs waiting for a throughput request, and its answer once run."""
 
@@ -77,6 +77,11 @@ def split_outputs(answer: Any, sizes: list[int]) -> list[Any]:
 
 def _images(inputs: dict[str, Any]) -> int:
     return len(next(iter(inputs.values())))
+
+
+def _shapes(inputs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Each input's shape but the batch axis: only inputs alike in these can be stacked."""
+    return {name: tuple(np.shape(value)[1:]) for name, value in inputs.items()}
 
 
 class InferSlots:
@@ -151,6 +156,19 @@ class InferSlots:
             return self._latency.infer(inputs, share_inputs=True)  # as CompiledModel.__call__ does
         return self._throughput(inputs)
 
+    def _take_group(self) -> list[_Waiting]:
+        """The head of the queue and, up to ``max_batch`` in all, the next queued images of the
+        same shape (a frame smaller than the model's input keeps its own size: it runs apart)."""
+        head = self._waiting.popleft()
+        group = [head]
+        for waiting in list(self._waiting):
+            if len(group) == self.max_batch:
+                break
+            if _shapes(waiting.inputs) == _shapes(head.inputs):
+                self._waiting.remove(waiting)
+                group.append(waiting)
+        return group
+
     def _throughput(self, inputs: dict[str, Any]) -> Any:
         """Queue ``inputs``; the first in the queue takes the next free request and the images
         queued behind it (up to ``max_batch``), runs them and hands each its answer."""
@@ -159,9 +177,8 @@ class InferSlots:
             self._waiting.append(me)
             while not me.done:
                 if self._free and self._waiting and self._waiting[0] is me:
+                    group = self._take_group()
                     request = self._free.pop()
-                    size = min(self.max_batch, len(self._waiting))
-                    group = [self._waiting.popleft() for _ in range(size)]
                     break
                 self._cond.wait(WAKE_S)
             else:

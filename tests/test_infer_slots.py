@@ -167,6 +167,29 @@ def test_images_queued_behind_busy_streams_share_a_request_and_each_gets_its_own
     assert slots.counts["batched"] >= 4
 
 
+def test_only_images_of_the_same_shape_share_a_request() -> None:
+    """A frame smaller than the model's input keeps its size, so it cannot be stacked with others:
+    it runs apart, and the images queued behind it still pair up."""
+    recorder, slots, busy = backlogged()
+    shapes = {1: (1, 1), 2: (1, 2), 3: (1, 1), 4: (1, 2)}
+    with ThreadPoolExecutor(4) as pool:
+        futures = []
+        for x, shape in shapes.items():  # queued in this order
+            futures.append(pool.submit(run_shaped, slots, x, shape))
+            wait_queued(slots, len(futures))
+        release(slots, busy[:1])  # one stream: the batches run one after another
+        answers = [f.result(timeout=10) for f in futures]
+    assert answers == [("throughput", x) for x in shapes]
+    assert recorder.batches == [2, 2]  # (1, 3), then (2, 4)
+
+
+def run_shaped(slots: InferSlots, x: int, shape: tuple[int, ...]) -> tuple[str, int]:
+    with slots.slot():
+        answer = slots({"x": np.full(shape, x)})
+        (kind, *_), (value, *_) = answer.to_tuple()
+        return str(kind), int(value.flat[0]) // 10
+
+
 def test_a_failed_batch_fails_every_image_in_it_and_frees_its_request() -> None:
     recorder, slots, busy = backlogged()
     with ThreadPoolExecutor(4) as pool:
