@@ -7,8 +7,10 @@ training images (PaDiM-style: the feature map average-pooled to a ``--grid`` x `
 ``--channels`` random channels, each position's covariance shared with its 3x3 neighbours and
 shrunk toward its mean variance), scores a test image by its worst position's Mahalanobis
 distance, and prints image AUROC and EER. With ``--model DIR`` it also scores the test images with
-that export and prints the mean of the two scores' ranks: how much the two disagree, and whether
-the disagreement helps.
+that export and prints the mean of the two scores' ranks within the test set (a screen: how much
+the two disagree, and whether the disagreement helps), then a sum a daemon could apply to one
+image: a second Gaussian fitted without the last ``--held-out`` share of the training normals, and
+each score scaled by its median and 99th percentile on that share.
 
     python benchmarks/elpv.py --cell-type poly --out /tmp/elpv-poly
     python benchmarks/positional_screen.py --data /tmp/elpv-poly --model /tmp/elpv-poly/model
@@ -64,12 +66,18 @@ class PositionalGaussian:
         return distance.flatten(1).amax(1).sqrt().double().numpy()
 
 
-def model_scores(model: Path, folder: Path) -> NDArray[np.float64]:
+def model_scores(model: Path, paths: list[Path]) -> NDArray[np.float64]:
     from inspectd.scorer import Model
 
     with tempfile.TemporaryDirectory(prefix="inspectd-screen-") as cache:
         scorer = Model(model, Path(cache))
-        return np.array([scorer.score(path).score for path in list_images(folder)])
+        return np.array([scorer.score(path).score for path in paths])
+
+
+def scaled(held: NDArray[np.float64], scores: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Scores on the scale of held-out normals: their median is 0, their 99th percentile 1."""
+    median, high = np.median(held), np.quantile(held, 0.99)
+    return (scores - median) / (high - median)
 
 
 def report(name: str, normal: NDArray[np.float64], abnormal: NDArray[np.float64]) -> None:
@@ -89,25 +97,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels", type=int, default=128, help="random channels kept (default 128)")
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
     parser.add_argument("--model", type=Path, metavar="DIR", help="an export to score and combine with")
+    parser.add_argument(
+        "--held-out",
+        type=float,
+        default=0.2,
+        metavar="SHARE",
+        help="with --model: the last SHARE of train/normal is kept out of a second Gaussian's fit and "
+        "scales both scores for a per-image sum, as a daemon could apply it (default 0.2)",
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     folders = [args.data / name for name in ("train/normal", "test/normal", "test/abnormal")]
     train, normal, abnormal = (load_images(folder, args.image_size) for folder in folders)
     network = build_teacher(args.teacher, "small", train)
-    gaussian = PositionalGaussian(features(network, train), args.grid, args.channels)
-    g_normal, g_abnormal = (
-        gaussian.scores(features(network, normal)),
-        gaussian.scores(features(network, abnormal)),
-    )
+    fitted, f_normal, f_abnormal = (features(network, images) for images in (train, normal, abnormal))
+    gaussian = PositionalGaussian(fitted, args.grid, args.channels)
+    g_normal, g_abnormal = gaussian.scores(f_normal), gaussian.scores(f_abnormal)
     report(f"{args.teacher}, Gaussian per position", g_normal, g_abnormal)
     if args.model is None:
         return 0
-    m_normal, m_abnormal = model_scores(args.model, folders[1]), model_scores(args.model, folders[2])
+    tests = [list_images(folder) for folder in folders[1:]]
+    m_normal, m_abnormal = (model_scores(args.model, paths) for paths in tests)
     report("the model", m_normal, m_abnormal)
     together = (rankdata(np.r_[g_normal, g_abnormal]) + rankdata(np.r_[m_normal, m_abnormal])) / 2
-    report("mean of the two ranks", together[: len(g_normal)], together[len(g_normal) :])
+    report("mean of the two ranks (a screen)", together[: len(g_normal)], together[len(g_normal) :])
     agree = spearmanr(g_normal, m_normal).statistic
     print(f"rank correlation of the two scores on the good test images: {agree:.2f}")
+    cut = len(train) - max(1, round(args.held_out * len(train)))
+    part = PositionalGaussian(fitted[:cut], args.grid, args.channels)
+    g_held = part.scores(fitted[cut:])
+    m_held = model_scores(args.model, list_images(folders[0])[cut:])
+    report(f"{args.teacher}, Gaussian on {cut} normals", part.scores(f_normal), part.scores(f_abnormal))
+    summed = [
+        scaled(g_held, part.scores(maps)) + scaled(m_held, scores)
+        for maps, scores in ((f_normal, m_normal), (f_abnormal, m_abnormal))
+    ]
+    report("sum on the held-out normals' scale", *summed)
     return 0
 
 
