@@ -73,17 +73,17 @@ class FakeCompiled:
         return self.streams
 
 
-def ask(slots: InferSlots, x: int) -> tuple[str, int]:
+def ask(slots: InferSlots, x: int, shape: tuple[int, ...] = (1, 1)) -> tuple[str, int]:
     """One image's inference (its input is x, its answer 10x) as anomalib asks for it."""
-    answer = slots({"x": np.array([[x]])})
-    (kind,), (value,) = answer.to_tuple()
+    answer = slots({"x": np.full(shape, x)})
+    (kind,), (value,) = answer.to_tuple()  # exactly one image's answer comes back
     assert [next(iter(n)) for n in answer.names()] == ["kind", "x"]
-    return str(kind), int(value[0]) // 10
+    return str(kind), int(value.flat[0]) // 10
 
 
-def run(slots: InferSlots, x: int) -> tuple[str, int]:
+def run(slots: InferSlots, x: int, shape: tuple[int, ...] = (1, 1)) -> tuple[str, int]:
     with slots.slot():
-        return ask(slots, x)
+        return ask(slots, x, shape)
 
 
 def test_an_image_alone_runs_on_the_latency_compilation() -> None:
@@ -175,19 +175,12 @@ def test_only_images_of_the_same_shape_share_a_request() -> None:
     with ThreadPoolExecutor(4) as pool:
         futures = []
         for x, shape in shapes.items():  # queued in this order
-            futures.append(pool.submit(run_shaped, slots, x, shape))
+            futures.append(pool.submit(run, slots, x, shape))
             wait_queued(slots, len(futures))
         release(slots, busy[:1])  # one stream: the batches run one after another
         answers = [f.result(timeout=10) for f in futures]
     assert answers == [("throughput", x) for x in shapes]
     assert recorder.batches == [2, 2]  # (1, 3), then (2, 4)
-
-
-def run_shaped(slots: InferSlots, x: int, shape: tuple[int, ...]) -> tuple[str, int]:
-    with slots.slot():
-        answer = slots({"x": np.full(shape, x)})
-        (kind, *_), (value, *_) = answer.to_tuple()
-        return str(kind), int(value.flat[0]) // 10
 
 
 def test_a_failed_batch_fails_every_image_in_it_and_frees_its_request() -> None:
