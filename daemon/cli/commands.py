@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from daemon import bench as benchmark
 from daemon.cli.results import parse_since, render
 from daemon.cli.stats import register_stats
 from daemon.config import load_config
@@ -139,25 +140,24 @@ def register_bench(commands: Any) -> None:
     bench.add_argument(
         "--rounds",
         type=int,
-        default=3,
+        default=benchmark.DEFAULT_ROUNDS,
         metavar="N",
         help="backlog drains, each between two raw timings of the same configuration; the figures "
-        "are medians (default 3: a shared CPU's speed drifts from one minute to the next)",
+        f"are medians (default {benchmark.DEFAULT_ROUNDS}: a shared CPU's speed drifts from one "
+        "minute to the next)",
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object with the figures")
     bench.set_defaults(handler=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from daemon.bench import bench
-
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         raise InspectdError(f"--size {args.size!r}: use WIDTHxHEIGHT, e.g. 1280x1024") from None
     if args.images < 3 or width < 32 or height < 32 or args.rounds < 1:
         raise InspectdError("--images must be at least 3, --size at least 32x32 and --rounds at least 1")
-    result = bench(
+    result = benchmark.bench(
         args.model,
         images=args.images,
         size=(width, height),
