@@ -14,7 +14,7 @@ from daemon.db.models import Inspection
 from daemon.judge.ahead import Ahead
 from inspectd.scorer import Model, Score
 from tests.conftest import write_image
-from tests.hotfolder import FakeScorer, audit, make_folders, make_pipeline, offer, settle, sha
+from tests.hotfolder import FakeScorer, audit, fs_with, make_folders, make_pipeline, offer, settle, sha
 
 WAIT_S = 10.0
 
@@ -68,6 +68,28 @@ def test_arrivals_are_claimed_while_a_score_runs(tmp_path: Path) -> None:
         stepping.join(WAIT_S)
     settle(pipeline)
     assert audit(folders, originals)["rows"] == 2
+
+
+def test_a_burst_is_claimed_with_one_fsync_and_none_is_judged_before_it(tmp_path: Path) -> None:
+    """120 captures landing at once used to cost 120 directory fsyncs (~0.3 s here) before the first
+    was judged; the claims folder is synced once for the burst, and still before any score starts."""
+    folders = make_folders(tmp_path)
+    synced: list[Path] = []
+    scored_after: list[int] = []
+
+    class Watching(FakeScorer):
+        def score(self, path: Path) -> Score:
+            scored_after.append(len(synced))
+            return super().score(path)
+
+    pipeline = make_pipeline(folders, Watching(), fs=fs_with(fsync_dir=synced.append))
+    burst = [write_image(folders.inbox / f"cam{i:02d}.png", seed=i) for i in range(12)]
+    originals = {sha(p): p.name for p in burst}
+    offer(pipeline, *burst, kind="moved")
+    settle(pipeline)
+    # one fsync for the twelve claims, before the first score (the later ones are the moves')
+    assert scored_after[0] == 1 and synced[0] == pipeline.claims.folder
+    assert audit(folders, originals)["rows"] == 12
 
 
 def test_the_next_file_is_scored_while_the_verdict_before_it_is_recorded(

@@ -47,24 +47,33 @@ class Claims:
         self.folder = claims_folder(inbox, instance)
         self.fs = fs
         self._counter = itertools.count()
+        self._unsynced: set[Path] = set()  # folders holding claims not yet fsynced
 
     def contains(self, path: Path) -> bool:
         return path.is_relative_to(self.folder)
 
     def claim(self, source: Path, first_seen_wall: float) -> Claimed | None:
         """Rename ``source`` into the claims folder; None when it is gone (taken by another daemon,
-        or removed). Other errors propagate: the caller retries."""
+        or removed). Other errors propagate: the caller retries. The claim is durable once
+        ``sync()`` has run: call it before judging what was claimed."""
         target = self._target(source)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.fs.claim(source, target)
+            self.fs.claim(source, target, sync=False)
         except FileNotFoundError:
             return None
         except OSError as exc:
             if exc.errno == errno.ENOTDIR:  # the inbox sub-folder itself went away
                 return None
             raise
+        self._unsynced.add(target.parent)
         return Claimed(target, source, first_seen_wall)
+
+    def sync(self) -> None:
+        """Make the claims since the last call durable: one fsync per folder they went to (a burst
+        of 120 captures costs one fsync instead of 120, before the first of them is judged)."""
+        while self._unsynced:
+            self.fs.fsync_dir(self._unsynced.pop())
 
     def orphans(self) -> Iterator[Claimed]:
         """Claimed files still here (a stop came between the claim and the row), oldest first."""

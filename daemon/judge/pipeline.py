@@ -141,7 +141,13 @@ class Pipeline:
         return StepResult("vanished" if state == "void" else "deferred", p.src, p.row_id)
 
     def intake(self) -> StepResult | None:
-        """Claim every complete inbox file; a FIFO or device is reported (once) and left alone."""
+        """Claim every complete inbox file; a FIFO or device is reported (once) and left alone.
+        The claims are made durable together before this returns, so before any is judged."""
+        found = self._claim_ready()
+        self.claims.sync()
+        return found
+
+    def _claim_ready(self) -> StepResult | None:
         while (ready := self.arrivals.pop_ready()) is not None:
             path = ready.path
             if path in self._waiting:  # a claimed file that changed while judged, settled again
