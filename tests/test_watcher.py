@@ -209,3 +209,27 @@ def test_an_upload_right_after_a_claim_is_seen_at_once(tmp_path: Path) -> None:
     finally:
         w.stop()
     assert sorted(delays)[2] < 0.1, delays  # the median; stock watchdog: about 0.45 s after a claim
+
+
+def test_an_image_renamed_in_from_outside_the_inbox_is_a_move_not_a_creation(tmp_path: Path) -> None:
+    """Uploaders that write into a staging folder and rename the finished file into the inbox: the
+    rename shows a complete file, so it is reported as a move (ready at once) instead of a creation
+    that waits out settle_ms (1 s by default) like a file still being written. A file renamed out
+    of the inbox is not reported at all, like a deletion."""
+    inbox, staging = tmp_path / "inbox", tmp_path / "staging"
+    inbox.mkdir()
+    staging.mkdir()
+    staged = write_image(staging / "cam.png")
+    w = InboxWatcher(inbox, extensions=EXT, ignore=IGNORE, rescan_seconds=60, observer="native")
+    w.start()
+    try:
+        landed = inbox / "cam.png"
+        staged.rename(landed)
+        seen = events_until(w, landed)
+        landed.rename(staging / "cam.png")  # out again: nothing to offer
+        time.sleep(0.3)
+        left = [] if w.events.empty() else [w.events.get_nowait()]
+    finally:
+        w.stop()
+    assert seen == [("moved", landed)]
+    assert left == []

@@ -92,6 +92,13 @@ def choose_observer(
 
     def native() -> BaseObserver:
         _pair_moves_quickly()
+        if sys.platform.startswith("linux"):
+            from watchdog.observers.inotify import InotifyObserver
+
+            # A file renamed into the inbox from outside it (an uploader's staging folder) is
+            # reported as a move with no source instead of a creation, so it counts as complete at
+            # once rather than after settle_ms (1 s by default; a rename never shows a partial file).
+            return InotifyObserver(generate_full_events=True)
         return Observer()
 
     if kind == "polling":
@@ -144,7 +151,8 @@ class _Enqueue(FileSystemEventHandler):
             if event.is_directory:
                 return
             if isinstance(event, FileMovedEvent):
-                self._offer("moved", event.dest_path)
+                if event.dest_path:  # empty: renamed out of the watched tree, like a deletion
+                    self._offer("moved", event.dest_path)
             elif isinstance(event, FileClosedEvent):
                 self._offer("closed", event.src_path)
             elif isinstance(event, FileCreatedEvent):
