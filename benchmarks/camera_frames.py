@@ -2,7 +2,7 @@
 camera-like 1280x1024 JPEG frames, so that decoding and resizing a real frame is part of what the
 daemon is compared against.
 
-    python benchmarks/camera_frames.py --model DIR [--baseline FP_DIR] [--images 30] [--json]
+    python benchmarks/camera_frames.py --model DIR [--baseline FP_DIR] [--images 30] [--rounds 3] [--json]
 
 Prints, per kind, the ratios the speed issue sets goals for (daemon / raw, daemon / seed loop,
 overhead per image, idle latency over inference; with ``--baseline``, the daemon against the seed
@@ -20,7 +20,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from daemon.bench import bench
+from daemon.bench import DEFAULT_ROUNDS, bench
 
 KINDS = {"png-input-size": ((256, 256), "png"), "jpg-1280x1024": ((1280, 1024), "jpg")}
 
@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline", type=Path, help="the fp32 export an INT8 --model came from (its seed loop is timed too)"
     )
     parser.add_argument("--images", type=int, default=30)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=DEFAULT_ROUNDS,
+        help=f"backlog drains per kind, as inspectd bench --rounds (default {DEFAULT_ROUNDS})",
+    )
     parser.add_argument("--json", action="store_true", help="print every figure as JSON")
     args = parser.parse_args(argv)
     found = {}
@@ -51,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             fmt=fmt,
             say=functools.partial(_say, kind),
             baseline=args.baseline,
+            rounds=args.rounds,
         )
         found[kind] = {"ratios": result.ratios(), "figures": asdict(result)}
     if args.json:
