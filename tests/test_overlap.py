@@ -71,8 +71,9 @@ def test_arrivals_are_claimed_while_a_score_runs(tmp_path: Path) -> None:
 
 
 def test_a_burst_is_claimed_with_one_fsync_and_none_is_judged_before_it(tmp_path: Path) -> None:
-    """120 captures landing at once used to cost 120 directory fsyncs (~0.3 s here) before the first
-    was judged; the claims folder is synced once for the burst, and still before any score starts."""
+    """120 captures landing at once used to cost 120 directory fsyncs before the first was judged
+    (milliseconds each on a slow disk); the claims folder is synced once for the burst, and still
+    before any score starts."""
     folders = make_folders(tmp_path)
     synced: list[Path] = []
     scored_after: list[int] = []
