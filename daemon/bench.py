@@ -86,6 +86,7 @@ class BenchResult:
     baseline_seed_loop_ips: float | None = None
     round_ratios: tuple[float, ...] = ()  # each drain over the raw timings on either side of it
     daemon_backlog_batch: int = 1  # the daemon's model.backlog_batch: the chosen raw batch
+    daemon_backlog_streams: bool = True  # the daemon's model.backlog_streams: a THROUGHPUT pick
 
     def ratios(self) -> dict[str, float]:
         """The figures the speed goals are set on, each defined here once (text output, ``--json``
@@ -241,16 +242,27 @@ def raw_run(
 def raw_best(
     xml: Path, tensors: NDArray[np.float32], say: Callable[[str], None]
 ) -> tuple[float, dict[str, Any], float]:
-    """(best images/s, its config, synchronous ms per image at the best precision)."""
-    results = []
-    for config in raw_configs():
+    """(best images/s, its config, synchronous ms per image at the best precision).
+
+    Each configuration is timed twice, in two passes of opposite order, and judged by the mean of
+    its two timings: a CPU whose speed drifts during the screen favours neither the first nor the
+    last configurations, and one lucky second picks no configuration on its own (a LATENCY pick
+    that THROUGHPUT streams beat by 13 % let the daemon look faster than raw)."""
+    configs = raw_configs()
+    timings: dict[int, list[float]] = {}
+    for index in [*range(len(configs)), *reversed(range(len(configs)))]:
+        config = configs[index]
+        if index in timings and not timings[index]:
+            continue  # not usable, said in the first pass
         try:
-            ips = raw_run(xml, tensors, config)
+            timings.setdefault(index, []).append(raw_run(xml, tensors, config))
         except RuntimeError as exc:  # a batch the IR does not take, a hint this CPU lacks
             say(f"raw {config}: not usable ({' '.join(str(exc).split())[:120]})")
+            timings[index] = []
             continue
-        say(f"raw {config}: {ips:.2f} images/s")
-        results.append((ips, config))
+        if len(timings[index]) == 2:
+            say(f"raw {config}: {statistics.mean(timings[index]):.2f} images/s")
+    results = [(statistics.mean(t), configs[i]) for i, t in timings.items() if t]
     best_ips, best = max(results, key=lambda r: r[0])
     sync = [
         ips
@@ -260,7 +272,7 @@ def raw_best(
     return best_ips, best, 1000.0 / sync[0] if sync else 1000.0 / best_ips
 
 
-def daemon_config(root: Path, model: Path, backlog_batch: int = 1) -> Path:
+def daemon_config(root: Path, model: Path, backlog_batch: int = 1, backlog_streams: bool = True) -> Path:
     data = {
         "paths": {
             "inbox": "inbox",
@@ -270,7 +282,12 @@ def daemon_config(root: Path, model: Path, backlog_batch: int = 1) -> Path:
             "state": "state",
         },
         "database": {"url": "sqlite:///bench.db"},
-        "model": {"path": str(model), "check_seconds": 0, "backlog_batch": backlog_batch},
+        "model": {
+            "path": str(model),
+            "check_seconds": 0,
+            "backlog_batch": backlog_batch,
+            "backlog_streams": backlog_streams,
+        },
         "watch": {"settle_ms": 200, "rescan_seconds": 30},
         "log": {"level": "WARNING"},
     }
@@ -341,10 +358,11 @@ def daemon_run(
     between: Callable[[], object] = lambda: None,
     *,
     backlog_batch: int = 1,
+    backlog_streams: bool = True,
 ) -> DaemonFigures:
     """Backlog rate (``rounds`` drains, ``between()`` called before, between and after them while
     the daemon idles), low-rate latencies and peak RSS of a real ``inspectd run``."""
-    config = daemon_config(work, model, backlog_batch)
+    config = daemon_config(work, model, backlog_batch, backlog_streams)
     inbox, db, stage = work / "inbox", work / "bench.db", work / "stage"
     inbox.mkdir()
     stage.mkdir()
@@ -473,12 +491,16 @@ def bench(
             say(f"raw, chosen configuration: {raws[-1]:.2f} images/s")
 
         batch = backlog_batch_for(raw_config)
+        streams = raw_config["hint"] == "THROUGHPUT"  # a LATENCY pick: one inference at a time
         say(
-            f"daemon: inspectd run (model.backlog_batch: {batch}) draining a backlog {rounds} "
+            f"daemon: inspectd run (model.backlog_streams: {str(streams).lower()}, backlog_batch: "
+            f"{batch}) draining a backlog {rounds} "
             "time(s), then one image at a time"
         )
         (root / "daemon").mkdir()
-        run = daemon_run(model, paths, root / "daemon", rounds, time_raw, backlog_batch=batch)
+        run = daemon_run(
+            model, paths, root / "daemon", rounds, time_raw, backlog_batch=batch, backlog_streams=streams
+        )
     for drained in run.drain_ips:
         say(f"daemon: {drained:.2f} images/s")
     round_ratios = tuple(
@@ -504,6 +526,7 @@ def bench(
         baseline_seed_loop_ips=round(baseline_ips, 3) if baseline_ips is not None else None,
         round_ratios=round_ratios,
         daemon_backlog_batch=batch,
+        daemon_backlog_streams=streams,
     )
 
 

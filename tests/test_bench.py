@@ -47,6 +47,8 @@ def test_bench_json_has_the_figures_and_the_daemon_is_not_faster_than_raw(
     assert {"precision", "hint"} <= set(figures["raw_config"])
     # the daemon batched a backlog as the chosen raw configuration did
     assert figures["daemon_backlog_batch"] == backlog_batch_for(figures["raw_config"])
+    # ... and on THROUGHPUT streams only when raw's pick ran on them (else the daemon could outrun it)
+    assert figures["daemon_backlog_streams"] == (figures["raw_config"]["hint"] == "THROUGHPUT")
     # raw_ips is the chosen configuration timed again around the daemon's drain, not the screen's best
     assert figures["raw_screen_ips"] > 0
     # two drains of fresh copies, each set against the raw timings on either side of it
