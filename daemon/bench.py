@@ -246,8 +246,8 @@ def raw_best(
 
     Each configuration is timed twice, in two passes of opposite order, and judged by the mean of
     its two timings: a CPU whose speed drifts during the screen favours neither the first nor the
-    last configurations, and one lucky second picks no configuration on its own (a LATENCY pick
-    that THROUGHPUT streams beat by 13 % let the daemon look faster than raw)."""
+    last configurations, and one lucky second picks no configuration on its own (a wrong pick
+    lets a daemon on the better configuration look faster than raw)."""
     configs = raw_configs()
     timings: dict[int, list[float]] = {}
     for index in [*range(len(configs)), *reversed(range(len(configs)))]:
