@@ -101,18 +101,15 @@ class FileSystem:
         return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
     # -- steps made of them -----------------------------------------------------------------------
-    def claim(self, src: Path, to: Path, *, sync: bool = True) -> None:
-        """Take a file out of its inbox name, atomically and (with ``sync``) durably.
+    def claim(self, src: Path, to: Path) -> None:
+        """Take a file out of its inbox name, atomically; durable once the caller has synced the
+        folder (``Claims.sync``: once for a burst of claims, before judging any of them).
 
         After the claim a new upload under the same name is a new image, never mistaken for this one.
-        ``sync=False`` leaves the folder's fsync to the caller, who syncs once for a burst of claims
-        before judging any of them.
         """
         if self.exists(to):
             raise FileExistsError(errno.EEXIST, "claim name already in use", str(to))
         self.rename(src, to)
-        if sync:
-            self.fsync_dir(to.parent)
 
     def move_no_clobber(self, src: Path, dst: Path) -> None:
         """Move ``src`` to ``dst`` without ever replacing an existing ``dst``.

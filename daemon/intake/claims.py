@@ -59,7 +59,7 @@ class Claims:
         target = self._target(source)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.fs.claim(source, target, sync=False)
+            self.fs.claim(source, target)
         except FileNotFoundError:
             return None
         except OSError as exc:
