@@ -249,20 +249,21 @@ def raw_best(
     last configurations, and one lucky second picks no configuration on its own (a wrong pick
     lets a daemon on the better configuration look faster than raw)."""
     configs = raw_configs()
-    timings: dict[int, list[float]] = {}
+    timings: list[list[float]] = [[] for _ in configs]
+    unusable: set[int] = set()
     for index in [*range(len(configs)), *reversed(range(len(configs)))]:
+        if index in unusable:
+            continue
         config = configs[index]
-        if index in timings and not timings[index]:
-            continue  # not usable, said in the first pass
         try:
-            timings.setdefault(index, []).append(raw_run(xml, tensors, config))
+            timings[index].append(raw_run(xml, tensors, config))
         except RuntimeError as exc:  # a batch the IR does not take, a hint this CPU lacks
             say(f"raw {config}: not usable ({' '.join(str(exc).split())[:120]})")
-            timings[index] = []
+            unusable.add(index)
             continue
         if len(timings[index]) == 2:
             say(f"raw {config}: {statistics.mean(timings[index]):.2f} images/s")
-    results = [(statistics.mean(t), configs[i]) for i, t in timings.items() if t]
+    results = [(statistics.mean(timings[i]), config) for i, config in enumerate(configs) if i not in unusable]
     best_ips, best = max(results, key=lambda r: r[0])
     sync = [
         ips
@@ -491,7 +492,7 @@ def bench(
             say(f"raw, chosen configuration: {raws[-1]:.2f} images/s")
 
         batch = backlog_batch_for(raw_config)
-        streams = raw_config["hint"] == "THROUGHPUT"  # a LATENCY pick: one inference at a time
+        streams = backlog_streams_for(raw_config)
         say(
             f"daemon: inspectd run (model.backlog_streams: {str(streams).lower()}, backlog_batch: "
             f"{batch}) draining a backlog {rounds} "
@@ -530,7 +531,13 @@ def bench(
     )
 
 
+def backlog_streams_for(raw_config: dict[str, Any]) -> bool:
+    """The daemon runs a backlog on THROUGHPUT streams only when the chosen raw configuration did
+    (after a LATENCY pick it infers one image at a time, as raw did)."""
+    return bool(raw_config["hint"] == "THROUGHPUT")
+
+
 def backlog_batch_for(raw_config: dict[str, Any]) -> int:
     """The daemon runs what the chosen raw configuration runs: a backlog batched on the THROUGHPUT
     streams as raw batched them (the daemon's sync LATENCY inference never batches)."""
-    return int(raw_config["batch"]) if raw_config["hint"] == "THROUGHPUT" else 1
+    return int(raw_config["batch"]) if backlog_streams_for(raw_config) else 1

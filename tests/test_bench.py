@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.bench import BenchResult, backlog_batch_for, settled, wait_settled
+from daemon.bench import BenchResult, backlog_batch_for, backlog_streams_for, settled, wait_settled
 from daemon.cli import main
 from daemon.db.engine import make_engine
 from daemon.db.migrate import upgrade
@@ -84,6 +84,8 @@ def test_the_daemon_is_benched_with_the_raw_configurations_batch_on_its_streams(
     assert backlog_batch_for({**throughput, "batch": 1}) == 1
     # raw's synchronous LATENCY batch has no daemon counterpart: an image alone is never batched
     assert backlog_batch_for({"precision": "f32", "hint": "LATENCY", "mode": "sync", "batch": 2}) == 1
+    assert backlog_streams_for({**throughput, "batch": 1}) is True
+    assert backlog_streams_for({"precision": "f32", "hint": "LATENCY", "mode": "sync", "batch": 1}) is False
 
 
 def test_the_goal_ratios_are_defined_once_on_the_result() -> None:
