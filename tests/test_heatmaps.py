@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,16 @@ from sqlalchemy import select
 
 from daemon.config import load_config
 from daemon.db.models import Inspection
-from daemon.judge.heatmaps import render
+from daemon.judge.heatmaps import HeatmapWriter, Overlay, render, to_bytes
 from daemon.run.service import Daemon
 from tests.conftest import make_config, write_image
 
 
-def run_daemon(config_path: Path, images: int, tmp_path: Path) -> list[Inspection]:
+def run_daemon(
+    config_path: Path, images: int, tmp_path: Path, overlays_by: float | None = None
+) -> list[Inspection]:
+    """Judge ``images`` parts; with ``overlays_by``, every row must also have its overlay that many
+    seconds after the backlog is done, before the daemon stops (a stop writes what is queued)."""
     daemon = Daemon.start(load_config(config_path))
     stop = threading.Event()
     loop = threading.Thread(target=daemon.run_until, args=(stop,), name="inspectd-test-loop")
@@ -34,6 +39,14 @@ def run_daemon(config_path: Path, images: int, tmp_path: Path) -> list[Inspectio
             if len(rows) == images and all(r.moved_at for r in rows) and daemon.backlog() == 0:
                 break
             time.sleep(0.2)
+        if overlays_by is not None:  # the lines are idle: the overlays need not wait any more
+            assert daemon.quiet.wait(overlays_by)
+            deadline = time.monotonic() + overlays_by
+            while not all(r.heatmap_path for r in rows) and time.monotonic() < deadline:
+                time.sleep(0.05)
+                with daemon.store.session() as session:
+                    rows = list(session.scalars(select(Inspection)))
+            assert all(r.heatmap_path for r in rows)
     finally:
         stop.set()
         loop.join(60)  # a clean stop writes the overlays still queued
@@ -43,7 +56,7 @@ def run_daemon(config_path: Path, images: int, tmp_path: Path) -> list[Inspectio
 
 def test_rejects_get_an_overlay_in_the_heatmaps_folder(tmp_path: Path, tiny_model: Path) -> None:
     config = make_config(tmp_path, tiny_model, model__threshold=0.0)  # every part is a reject
-    rows = run_daemon(config, 3, tmp_path)
+    rows = run_daemon(config, 3, tmp_path, overlays_by=3.0)  # well before MAX_DEFER_S
     assert [r.status for r in rows] == ["rejected"] * 3
     for row in rows:
         assert row.heatmap_path is not None
@@ -80,7 +93,80 @@ def test_overlay_is_red_where_the_map_is_high() -> None:
     pixels = np.full((64, 64, 3), 0.5, dtype=np.float32)
     heat = np.zeros((16, 16), dtype=np.float32)
     heat[:8, :8] = 1.0
-    out = np.asarray(render(pixels, heat), dtype=np.float32) / 255
+    out = np.asarray(render(to_bytes(pixels), to_bytes(heat)), dtype=np.float32) / 255
     hot, cold = out[:16, :16].mean(axis=(0, 1)), out[-16:, -16:].mean(axis=(0, 1))
     assert hot[0] > 0.6 and hot[0] > hot[2]  # red where the part looks wrong
     assert np.allclose(cold, 0.5, atol=0.02)  # untouched where it looks normal
+
+
+def overlay(tmp_path: Path, row_id: int, size: int = 32) -> Overlay:
+    pixels, heat = np.full((size, size, 3), 0.5, np.float32), np.ones((size, size), np.float32)
+    return Overlay.of(row_id, "default", tmp_path / f"{row_id}-part.png", pixels, heat)
+
+
+class Recorded:
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+
+    def __call__(self, row_id: int, path: Path) -> None:
+        assert path.is_file()  # recorded only once the PNG is in place
+        self.rows.append(row_id)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_overlays_wait_while_the_lines_judge_and_are_written_once_they_pause(tmp_path: Path) -> None:
+    quiet, recorded = threading.Event(), Recorded()
+    writer = HeatmapWriter(recorded, quiet, max_defer_s=60.0)
+    writer.start()
+    try:
+        assert writer.submit(overlay(tmp_path, 1)) and writer.submit(overlay(tmp_path, 2))
+        time.sleep(0.6)  # the lines are busy: nothing drawn yet
+        assert recorded.rows == [] and not list(tmp_path.glob("*.png"))
+        quiet.set()
+        assert wait_until(lambda: recorded.rows == [1, 2])
+        with Image.open(tmp_path / "1-part.png") as image:
+            red, green, blue = image.getpixel((0, 0))
+            assert image.size == (32, 32) and red > 150 > green >= blue  # the map is 1: red
+    finally:
+        writer.stop()
+
+
+def test_a_busy_spell_delays_an_overlay_at_most_max_defer_s(tmp_path: Path) -> None:
+    recorded = Recorded()
+    writer = HeatmapWriter(recorded, threading.Event(), max_defer_s=0.3)  # never quiet
+    writer.start()
+    try:
+        writer.submit(overlay(tmp_path, 1))
+        assert wait_until(lambda: recorded.rows == [1], timeout=5.0)
+    finally:
+        writer.stop()
+
+
+def test_more_than_half_a_budget_waiting_is_written_without_a_pause_and_a_full_one_skips(
+    tmp_path: Path,
+) -> None:
+    one = overlay(tmp_path, 0).nbytes
+    quiet, recorded = threading.Event(), Recorded()
+    writer = HeatmapWriter(recorded, quiet, budget_bytes=2 * one, max_defer_s=60.0)
+    assert writer.submit(overlay(tmp_path, 1)) and writer.submit(overlay(tmp_path, 2))
+    assert not writer.submit(overlay(tmp_path, 3)) and writer.skipped == 1  # over the budget
+    writer.start()
+    try:
+        assert wait_until(lambda: recorded.rows == [1], timeout=5.0)  # more than half was waiting
+        time.sleep(0.6)
+        assert recorded.rows == [1]  # half is left: it waits for a pause
+        assert writer.submit(overlay(tmp_path, 4))  # more than half again
+        assert wait_until(lambda: recorded.rows == [1, 2], timeout=5.0)
+        time.sleep(0.6)
+        assert recorded.rows == [1, 2]
+    finally:
+        writer.stop()  # a stop writes what is queued at once
+    assert recorded.rows == [1, 2, 4] and not (tmp_path / "3-part.png").exists()

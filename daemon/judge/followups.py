@@ -57,7 +57,7 @@ class Followups:
             and score.anomaly_map is not None
         ):
             target = overlay_name(self.heatmap_dir, sub_path, row.id, row.filename)
-            self.heatmaps.submit(Overlay(row.id, line, target, score.pixels, score.anomaly_map))
+            self.heatmaps.submit(Overlay.of(row.id, line, target, score.pixels, score.anomaly_map))
 
 
 def log_verdict(row: Inspection, line: str) -> None:

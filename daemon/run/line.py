@@ -6,6 +6,7 @@ judges its own captures with its own model and threshold, and swaps its model on
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -81,9 +82,11 @@ class Line:
         beat: Callable[[], None] = lambda: None,
         heatmaps: str = "rejected",
         drift: DriftConfig | None = None,
+        quiet: threading.Event | None = None,
     ) -> None:
         """``key`` names the line in configuration errors (``model`` or ``lines.2.model``);
-        ``beat`` tells systemd the loop is alive while a model compiles."""
+        ``beat`` tells systemd the loop is alive while a model compiles; ``quiet``, set while
+        every line is idle, is when heatmap overlays are written (``daemon.judge.heatmaps``)."""
         self.config = config
         self.metrics = metrics
         metrics.add_line(config.name)
@@ -95,7 +98,7 @@ class Line:
             raise ConfigError(f"{key}: {exc}") from None
         self.model_watch = ModelWatch(config.model.path, config.model.check_seconds, time.monotonic())
         self.watcher = make_watcher(config)
-        self.heatmaps = HeatmapWriter(store.set_heatmap) if heatmaps != "off" else None
+        self.heatmaps = HeatmapWriter(store.set_heatmap, quiet) if heatmaps != "off" else None
         self.drift_config = drift or DriftConfig()
         self.pipeline = Pipeline(
             events=self.watcher.events,

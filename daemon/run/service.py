@@ -50,6 +50,8 @@ class Daemon(LiveChanges):
     retention: Retention | None = None
     notifier: Notifier = field(default_factory=Notifier.from_environment)
     reload_requested: threading.Event = field(default_factory=threading.Event)
+    # Set while every line is idle: heatmap overlays wait for it (daemon.judge.heatmaps).
+    quiet: threading.Event = field(default_factory=threading.Event)
     _busy: bool = True
 
     @classmethod
@@ -74,6 +76,7 @@ class Daemon(LiveChanges):
         metrics = Metrics()
         store = Store(engine, on_record=metrics.row_recorded)
         instance = instance_id(config.paths.state)
+        quiet = threading.Event()
         lines = [
             Line(
                 line,
@@ -86,6 +89,7 @@ class Daemon(LiveChanges):
                 beat=notifier.watchdog,
                 heatmaps=config.outputs.heatmaps,
                 drift=config.drift,
+                quiet=quiet,
             )
             for index, line in enumerate(config.lines)
         ]
@@ -114,6 +118,7 @@ class Daemon(LiveChanges):
             metrics_server=server,
             notifier=notifier,
             reload_requested=reload_requested or threading.Event(),
+            quiet=quiet,
         )
         if config.retention is not None:
             daemon.retention = daemon.start_retention(config)
@@ -142,6 +147,10 @@ class Daemon(LiveChanges):
             busy = busy or result.outcome != "idle"
             self.metrics.step_done(line.name, result, line.backlog())
         self._busy = busy
+        if busy:
+            self.quiet.clear()
+        else:
+            self.quiet.set()
 
     def backlog(self) -> int:
         return sum(line.backlog() for line in self.lines)
