@@ -3,9 +3,10 @@ guard that fails any test leaving threads behind."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,11 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from sqlalchemy import select
 
 from daemon.config import Config, dump_defaults, load_config
+from daemon.db.models import Inspection
+from daemon.run.service import Daemon
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +103,33 @@ def pg_url(postgres: Any, request: pytest.FixtureRequest) -> str:
     """A fresh, empty database on the session's server."""
     name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
     return str(postgres.create_database(f"{name}_{time.monotonic_ns() % 10**8}"))
+
+
+@contextlib.contextmanager
+def daemon_running(config: Config, join_s: float = 60.0) -> Iterator[Daemon]:
+    """A started daemon whose loop runs on a thread, as ``inspectd run`` runs it; stopped as a
+    SIGTERM stops it (a clean stop writes the overlays still queued)."""
+    daemon = Daemon.start(config)
+    stop = threading.Event()
+    loop = threading.Thread(target=daemon.run_until, args=(stop,), name="inspectd-test-loop")
+    loop.start()
+    try:
+        yield daemon
+    finally:
+        stop.set()
+        loop.join(join_s)
+
+
+def rows_of(daemon: Daemon) -> list[Inspection]:
+    with daemon.store.session() as session:
+        return list(session.scalars(select(Inspection).order_by(Inspection.id)))
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``check`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

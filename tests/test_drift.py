@@ -3,20 +3,16 @@ brightness shift of the inputs trips the gauge, and ``hold`` files accepted part
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import select
 
 from daemon.config import load_config
-from daemon.db.models import Inspection
 from daemon.judge.drift import DriftMonitor
-from daemon.run.service import Daemon
-from tests.conftest import make_config
+from tests.conftest import daemon_running, make_config, rows_of, wait_until
 
 
 def test_same_scores_stay_quiet_shifted_ones_alarm_and_hold_latches() -> None:
@@ -55,22 +51,12 @@ def test_a_brightness_shift_trips_the_gauge_and_hold_routes_to_review(
     tmp_path: Path, tiny_model: Path
 ) -> None:
     config = make_config(tmp_path, tiny_model, model__threshold=1.0, drift__action="hold", drift__window=20)
-    daemon = Daemon.start(load_config(config))
-    stop = threading.Event()
-    loop = threading.Thread(target=daemon.run_until, args=(stop,), name="inspectd-test-loop")
-    loop.start()
-    gauge = daemon.metrics.drift_alarm.labels("default")
+    with daemon_running(load_config(config)) as daemon:
+        gauge = daemon.metrics.drift_alarm.labels("default")
 
-    def judged() -> list[Inspection]:
-        with daemon.store.session() as session:
-            return list(session.scalars(select(Inspection).order_by(Inspection.id)))
+        def wait_rows(n: int) -> None:
+            wait_until(lambda: len(rows_of(daemon)) >= n, 240)
 
-    def wait_rows(n: int) -> None:
-        deadline = time.monotonic() + 240
-        while len(judged()) < n and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-    try:
         for i in range(30):
             part(tmp_path / "inbox" / f"normal{i:02d}.png", seed=i)
             if i % 5 == 4:
@@ -83,7 +69,7 @@ def test_a_brightness_shift_trips_the_gauge_and_hold_routes_to_review(
                 wait_rows(31 + i)
         wait_rows(60)
         assert gauge._value.get() == 1
-        rows = judged()
+        rows = rows_of(daemon)
         assert {r.status for r in rows} == {"accepted"}  # the model still accepts them all
         held = [r for r in rows if Path(r.final_path).parent == tmp_path / "review"]
         assert held and all(r.filename.startswith("bright") for r in held)
@@ -91,6 +77,3 @@ def test_a_brightness_shift_trips_the_gauge_and_hold_routes_to_review(
         daemon.reload_requested.set()  # the operator clears it: systemctl reload
         time.sleep(1.5)
         assert gauge._value.get() == 0
-    finally:
-        stop.set()
-        loop.join(60)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,7 @@ from sqlalchemy import select
 from daemon.config import load_config
 from daemon.db.models import Inspection
 from daemon.judge.heatmaps import HeatmapWriter, Overlay, render, to_bytes
-from daemon.run.service import Daemon
-from tests.conftest import make_config, write_image
+from tests.conftest import daemon_running, make_config, rows_of, wait_until, write_image
 
 
 def run_daemon(
@@ -25,33 +23,20 @@ def run_daemon(
 ) -> list[Inspection]:
     """Judge ``images`` parts; with ``overlays_by``, every row must also have its overlay that many
     seconds after the backlog is done, before the daemon stops (a stop writes what is queued)."""
-    daemon = Daemon.start(load_config(config_path))
-    stop = threading.Event()
-    loop = threading.Thread(target=daemon.run_until, args=(stop,), name="inspectd-test-loop")
-    loop.start()
-    try:
+    with daemon_running(load_config(config_path)) as daemon:
         for i in range(images):
             write_image(tmp_path / "inbox" / f"part{i}.png", seed=i, size=96)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with daemon.store.session() as session:
-                rows = list(session.scalars(select(Inspection).order_by(Inspection.id)))
-            if len(rows) == images and all(r.moved_at for r in rows) and daemon.backlog() == 0:
-                break
-            time.sleep(0.2)
+        wait_until(lambda: all_filed(rows_of(daemon), images) and daemon.backlog() == 0, 120)
         if overlays_by is not None:  # the lines are idle: the overlays need not wait any more
             assert daemon.quiet.wait(overlays_by)
-            deadline = time.monotonic() + overlays_by
-            while not all(r.heatmap_path for r in rows) and time.monotonic() < deadline:
-                time.sleep(0.05)
-                with daemon.store.session() as session:
-                    rows = list(session.scalars(select(Inspection)))
-            assert all(r.heatmap_path for r in rows)
-    finally:
-        stop.set()
-        loop.join(60)  # a clean stop writes the overlays still queued
-    with daemon.store.session() as session:
+            assert wait_until(lambda: all(r.heatmap_path for r in rows_of(daemon)), overlays_by)
+        store = daemon.store
+    with store.session() as session:
         return list(session.scalars(select(Inspection).order_by(Inspection.id)))
+
+
+def all_filed(rows: list[Inspection], count: int) -> bool:
+    return len(rows) == count and all(r.moved_at for r in rows)
 
 
 def test_rejects_get_an_overlay_in_the_heatmaps_folder(tmp_path: Path, tiny_model: Path) -> None:
@@ -111,15 +96,6 @@ class Recorded:
     def __call__(self, row_id: int, path: Path) -> None:
         assert path.is_file()  # recorded only once the PNG is in place
         self.rows.append(row_id)
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_overlays_wait_while_the_lines_judge_and_are_written_once_they_pause(tmp_path: Path) -> None:

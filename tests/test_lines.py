@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,16 +14,14 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import select
 
 from daemon.cli import main
 from daemon.config import load_config
-from daemon.db.models import Inspection
 from daemon.errors import ConfigError
 from daemon.run.service import Daemon
 from inspectd.card import compute_model_id, read_card, write_card
 from inspectd.export import XML_IN_EXPORT
-from tests.conftest import make_config, write_image
+from tests.conftest import daemon_running, make_config, rows_of, wait_until, write_image
 from tests.daemon_process import DaemonProcess, row_count, wait_rows
 
 
@@ -78,30 +75,8 @@ def two_lines(root: Path, model_a: Path, model_b: Path, **line_b: Any) -> Path:
 
 @pytest.fixture
 def running_two_lines(tmp_path: Path, tiny_model: Path, second_model: Path) -> Iterator[Daemon]:
-    config = load_config(two_lines(tmp_path, tiny_model, second_model, threshold=0.0))
-    daemon = Daemon.start(config)
-    stop = threading.Event()
-    loop = threading.Thread(target=daemon.run_until, args=(stop,), name="inspectd-test-loop")
-    loop.start()
-    try:
+    with daemon_running(load_config(two_lines(tmp_path, tiny_model, second_model, threshold=0.0))) as daemon:
         yield daemon
-    finally:
-        stop.set()
-        loop.join(60)
-
-
-def rows_of(daemon: Daemon) -> list[Inspection]:
-    with daemon.store.session() as session:
-        return list(session.scalars(select(Inspection).order_by(Inspection.id)))
-
-
-def wait_until(check: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.mark.timeout(300)

@@ -19,7 +19,7 @@ from daemon.db.models import Inspection
 from daemon.run.service import Daemon
 from daemon.web.metrics import Metrics
 from inspectd.scorer import Score
-from tests.conftest import write_image
+from tests.conftest import daemon_running, write_image
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -52,15 +52,8 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 @pytest.fixture
 def running(config_for: Callable[..., Config]) -> Iterator[Daemon]:
     config = config_for(metrics__port=0, metrics__stall_seconds=2, watch__settle_ms=100)
-    daemon = Daemon.start(config)
-    stop = threading.Event()
-    loop = threading.Thread(target=daemon.run_until, args=(stop,), name="inspectd-test-loop")
-    loop.start()
-    try:
+    with daemon_running(config, join_s=30.0) as daemon:
         yield daemon
-    finally:
-        stop.set()
-        loop.join(30)
 
 
 LINE = (("line", "default"),)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ from sqlalchemy import select
 from daemon.config import load_config
 from daemon.db.models import Inspection, Label
 from daemon.run.service import Daemon
-from tests.conftest import make_config, write_image
+from tests.conftest import daemon_running, make_config, rows_of, wait_until, write_image
 
 TOKEN = "0123456789abcdef-review"
 
@@ -40,28 +38,15 @@ def daemon_with_rejects(tmp_path: Path, tiny_model: Path) -> Iterator[Daemon]:
     config = make_config(
         tmp_path, tiny_model, model__threshold=0.0, metrics__port=0, metrics__host="127.0.0.1"
     )
-    daemon = Daemon.start(load_config(config))
-    stop = threading.Event()
-    loop = threading.Thread(target=daemon.run_until, args=(stop,), name="inspectd-test-loop")
-    loop.start()
-    try:
+    with daemon_running(load_config(config)) as daemon:
         for i in range(3):
             write_image(tmp_path / "inbox" / f"part{i}.png", seed=i, size=96)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            rows = rows_of(daemon)
-            if len(rows) == 3 and all(r.heatmap_path and r.moved_at for r in rows):
-                break
-            time.sleep(0.2)
+        wait_until(lambda: all_filed_with_overlays(rows_of(daemon), 3), 120)
         yield daemon
-    finally:
-        stop.set()
-        loop.join(60)
 
 
-def rows_of(daemon: Daemon) -> list[Inspection]:
-    with daemon.store.session() as session:
-        return list(session.scalars(select(Inspection).order_by(Inspection.id)))
+def all_filed_with_overlays(rows: list[Inspection], count: int) -> bool:
+    return len(rows) == count and all(r.heatmap_path and r.moved_at for r in rows)
 
 
 @pytest.mark.timeout(600)
