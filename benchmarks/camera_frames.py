@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
                 if "daemon_over_baseline_seed_loop" in r
                 else ""
             )
+            + (
+                f"; {f['overlays_per_drain']:.0f} overlays per drain, the last "
+                f"{f['overlays_done_ms']:.0f} ms after the last verdict"
+                if f["overlays_done_ms"] is not None
+                else ""
+            )
         )
     return 0
 

@@ -71,8 +71,9 @@ def soak(model: Path, images: int, chunk: int, warmup: int, idle_s: float) -> di
                 fed += n
                 wait_for(functools.partial(judged_at_least, db, fed), 60 + 10 * n, proc)
                 for folder in ("accepted", "rejected", "heatmaps"):
-                    for path in (work / folder).glob("*"):
-                        path.unlink()
+                    # not the overlay being written (a hidden temporary name, renamed meanwhile)
+                    for path in (work / folder).glob("[!.]*"):
+                        path.unlink(missing_ok=True)
                 if fed >= warmup and math.isnan(warm_rss):  # the first chunk past warm-up
                     warm_rss = rss_mb(proc.pid)
                 print(f"soak: {fed}/{images} judged, RSS {rss_mb(proc.pid):.0f} MB", file=sys.stderr)

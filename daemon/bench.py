@@ -29,7 +29,9 @@ first drain, between drains and after the last: ``daemon_ips`` and ``raw_ips`` a
 a closed file to its committed row at a low rate (one image at a time), and
 ``daemon_inference_p50_ms`` the median inference time those rows record (anomalib's inferencer call
 in the daemon), so that latency minus it is what intake, reading and recording add;
-``peak_rss_mb`` is the daemon process's high-water mark.
+``peak_rss_mb`` is the daemon process's high-water mark. Overlays wait for a pause in judging
+(``daemon.judge.heatmaps``), so their cost is not in ``daemon_ips`` but after it:
+``overlays_per_drain`` and ``overlays_done_ms``, from a drain's last verdict to its last overlay PNG.
 
 ``baseline_seed_loop_ips`` (with ``baseline=``, e.g. the fp32 export an INT8 one was quantised from):
 the seed loop on that other export, same images, same run, so that "the INT8 daemon against the FP
@@ -38,6 +40,7 @@ seed loop" is one ratio from one run; ``None`` without it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -93,6 +96,8 @@ class BenchResult:
     daemon_backlog_streams: bool = True  # the daemon's model.backlog_streams: a THROUGHPUT pick
     daemon_ips_from_landing: float = 0.0  # first landing to last decision: the stricter figure
     first_decision_ms: float = 0.0  # median over the drains, from the landing to the first verdict
+    overlays_per_drain: float = 0.0  # median: the drain's rejects that got an overlay PNG
+    overlays_done_ms: float | None = None  # median: from a drain's last verdict to its last overlay
 
     def ratios(self) -> dict[str, float]:
         """The figures the speed goals are set on, each defined here once (text output, ``--json``
@@ -387,8 +392,9 @@ def daemon_run(
         drains = []
         for round_no in range(rounds):
             between()
-            drains.append(_drain(proc, paths, stage / f"r{round_no}", inbox, db, batch=backlog_batch))
+            drain = _drain(proc, paths, stage / f"r{round_no}", inbox, db, batch=backlog_batch)
             wait_settled(db, work / "heatmaps")
+            drains.append(dataclasses.replace(drain, **overlay_lag(db, f"r{round_no}", work)))
         between()
         latencies, late_names = [], []
         for i, path in enumerate(paths[:LATENCY_IMAGES]):
@@ -418,6 +424,8 @@ class Drain:
     ips: float  # first to last decision
     ips_from_landing: float
     first_decision_ms: float
+    overlays: int = 0  # overlay PNGs written for the drain's rejects
+    overlays_done_ms: float | None = None  # from its last decision to its last overlay written
 
 
 def _drain(
@@ -450,6 +458,28 @@ def drain_rate(times: list[dt.datetime], batch: int) -> float | None:
     span = (times[-1] - times[0]).total_seconds() if times else 0.0
     after_first = len(times) - max(1, batch)
     return after_first / span if after_first > 0 and span > 0 else None
+
+
+def overlay_lag(db: Path, prefix: str, work: Path) -> dict[str, Any]:
+    """How many overlays a drain's rows got and when the last was written, from the drain's last
+    decision: overlays wait for a pause in judging, so their cost shows after the verdicts."""
+    with sqlite3.connect(db, timeout=10) as conn:
+        rows = conn.execute(
+            "SELECT decided_at, heatmap_path FROM inspections WHERE filename LIKE ?", (f"{prefix}-%",)
+        ).fetchall()
+    if not rows:
+        return {}
+    last_decision = max(_utc(decided_at).timestamp() for decided_at, _ in rows)
+    written = [mtime for _, path in rows if path and (mtime := _mtime(work / path)) is not None]
+    done_ms = round((max(written) - last_decision) * 1000, 1) if written else None
+    return {"overlays": len(written), "overlays_done_ms": done_ms}
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # not written (dropped under load) or gone
+        return None
 
 
 def settled(db: Path, heatmaps: Path) -> bool:
@@ -564,7 +594,14 @@ def bench(
         daemon_backlog_streams=streams,
         daemon_ips_from_landing=round(statistics.median(drain.ips_from_landing for drain in run.drains), 3),
         first_decision_ms=round(statistics.median(drain.first_decision_ms for drain in run.drains), 1),
+        overlays_per_drain=statistics.median(drain.overlays for drain in run.drains),
+        overlays_done_ms=_median_or_none([drain.overlays_done_ms for drain in run.drains]),
     )
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    found = [value for value in values if value is not None]
+    return round(statistics.median(found), 1) if found else None
 
 
 def backlog_streams_for(raw_config: dict[str, Any]) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from daemon.bench import (
     backlog_batch_for,
     backlog_streams_for,
     drain_rate,
+    overlay_lag,
     settled,
     wait_settled,
 )
@@ -66,6 +68,46 @@ def test_bench_json_has_the_figures_and_the_daemon_is_not_faster_than_raw(
     assert figures["daemon_ips_from_landing"] > 0
     assert figures["first_decision_ms"] > 0
     assert figures["ratios"]["daemon_over_baseline_seed_loop"] > 0
+    # overlays wait for a pause in judging: counted per drain, the last written after the last verdict
+    assert figures["overlays_per_drain"] >= 0
+    assert figures["overlays_done_ms"] is None or figures["overlays_done_ms"] > 0
+
+
+def test_a_drains_overlays_are_counted_and_timed_from_its_last_verdict(tmp_path: Path) -> None:
+    """Overlays wait for a pause in judging, so the bench shows their cost after a drain's verdicts."""
+    db = tmp_path / "bench.db"
+    engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    store = Store(engine)
+    t0 = dt.datetime(2026, 12, 6, 5, 0, tzinfo=dt.timezone.utc)
+    (tmp_path / "heatmaps").mkdir()
+    drains = (("r0", 0.0, 0.2), ("r0", 1.0, None), ("r0", 1.5, 0.75), ("r1", 9.0, None))
+    for i, (prefix, decided_s, overlay_after_s) in enumerate(drains):
+        row = store.record(
+            Inspection(
+                filename=f"{prefix}-frame{i:04d}.png",
+                source_path=f"/in/{prefix}-frame{i:04d}.png",
+                final_path=f"/rejected/{prefix}-frame{i:04d}.png",
+                status="rejected",
+                score=0.9,
+                threshold=0.5,
+                model_id="m",
+                received_at=t0,
+                decided_at=t0 + dt.timedelta(seconds=decided_s),
+            )
+        )
+        if overlay_after_s is not None:  # written that long after the drain's last verdict (1.5 s)
+            overlay = tmp_path / "heatmaps" / f"{row.id}-{prefix}.png"
+            overlay.write_bytes(b"png")
+            written = t0.timestamp() + 1.5 + overlay_after_s
+            os.utime(overlay, (written, written))
+            store.set_heatmap(row.id, overlay.relative_to(tmp_path))
+        elif prefix == "r1":  # recorded, but the file is gone (a user cleared the folder)
+            store.set_heatmap(row.id, Path("heatmaps/gone.png"))
+    assert overlay_lag(db, "r0", tmp_path) == {"overlays": 2, "overlays_done_ms": 750.0}
+    assert overlay_lag(db, "r1", tmp_path) == {"overlays": 0, "overlays_done_ms": None}
+    assert overlay_lag(db, "r2", tmp_path) == {}
+    engine.dispose()
 
 
 def _result(**changes: object) -> BenchResult:

@@ -119,7 +119,9 @@ def register_bench(commands: Any) -> None:
             "daemon_ips_from_landing counts from the backlog's landing, first_decision_ms the wait for "
             "the first verdict), overhead_ms_per_image, latency "
             "p50/p95 from a closed file to its committed row at a low rate, and the daemon's peak "
-            "RSS. Compare ratios, not absolute figures: CPUs differ by 3x."
+            "RSS. Heatmap overlays wait for a pause in judging, so their cost comes after a drain: "
+            "overlays_per_drain and overlays_done_ms (from its last verdict to its last overlay). "
+            "Compare ratios, not absolute figures: CPUs differ by 3x."
         ),
     )
     bench.add_argument(
@@ -189,6 +191,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{result.daemon_inference_p50_ms:.0f} ms in the daemon's rows)\n"
             f"  peak RSS    {result.peak_rss_mb:.0f} MB"
         )
+        if result.overlays_done_ms is not None:
+            print(
+                f"  overlays    {result.overlays_per_drain:.0f} per drain, written after its verdicts: "
+                f"the last {result.overlays_done_ms:.0f} ms after the last verdict"
+            )
         if "daemon_over_baseline_seed_loop" in ratios:
             print(
                 f"  baseline    {result.baseline_seed_loop_ips:7.2f} images/s seed loop on {args.baseline} "
