@@ -18,14 +18,12 @@ import json
 import math
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from daemon.bench import daemon_config, decided_count, wait_for, write_images
+from daemon.bench import daemon_child, daemon_config, decided_count, wait_for, write_images
 
 
 def rss_mb(pid: int) -> float:
@@ -51,17 +49,10 @@ def soak(model: Path, images: int, chunk: int, warmup: int, idle_s: float) -> di
         config = daemon_config(work, model)
         inbox, db = work / "inbox", work / "bench.db"
         inbox.mkdir()
-        log = (work / "daemon.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=work,
-        )
-        warm_rss = end_rss = float("nan")
-        fed = 0
-        started = time.monotonic()
-        try:
+        with daemon_child(config, work) as proc:
+            warm_rss = end_rss = float("nan")
+            fed = 0
+            started = time.monotonic()
             while fed < images:
                 n = min(chunk, images - fed)
                 for i, frame in enumerate(frames[:n]):
@@ -83,13 +74,6 @@ def soak(model: Path, images: int, chunk: int, warmup: int, idle_s: float) -> di
             before = cpu_seconds(proc.pid)
             time.sleep(idle_s)
             idle_share = (cpu_seconds(proc.pid) - before) / idle_s
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
     return {
         "images": images,
         "images_per_s": round(images / seconds, 3),
