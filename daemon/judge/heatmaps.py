@@ -48,7 +48,6 @@ class Overlay:
     target: Path
     pixels: NDArray[np.uint8]  # HxWx3, what the model saw
     levels: NDArray[np.uint8]  # the anomaly map clipped to [0, 1], in 256 levels
-    submitted: float  # time.monotonic() when handed over
 
     @classmethod
     def of(
@@ -58,11 +57,9 @@ class Overlay:
         target: Path,
         pixels: NDArray[np.float32],
         anomaly_map: NDArray[np.float32],
-        *,
-        now: Callable[[], float] = time.monotonic,
     ) -> Overlay:
         """Compact copies of the model's float arrays (in [0, 1]), made on the judging thread."""
-        return cls(row_id, line, target, to_bytes(pixels), to_bytes(anomaly_map), now())
+        return cls(row_id, line, target, to_bytes(pixels), to_bytes(anomaly_map))
 
     @property
     def nbytes(self) -> int:
@@ -149,7 +146,8 @@ class HeatmapWriter:
         self._budget = budget_bytes
         self._max_defer_s = max_defer_s
         self._clock = clock
-        self._queue: queue.Queue[Overlay | None] = queue.Queue()  # bounded by _budget, in bytes
+        # each overlay with the latest it may wait until; bounded by _budget, in bytes
+        self._queue: queue.Queue[tuple[Overlay, float] | None] = queue.Queue()
         self._held = 0  # bytes queued, under _lock
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -174,7 +172,7 @@ class HeatmapWriter:
                 self._budget // 2**20,
             )
             return False
-        self._queue.put_nowait(overlay)
+        self._queue.put_nowait((overlay, self._clock() + self._max_defer_s))
         return True
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -197,20 +195,21 @@ class HeatmapWriter:
             try:
                 if item is None:
                     return
-                self._wait_for_a_pause(item)
-                self._write(item)
+                overlay, deadline = item
+                self._wait_for_a_pause(deadline)
+                self._write(overlay)
             finally:
                 if item is not None:
                     with self._lock:
-                        self._held -= item.nbytes
+                        self._held -= item[0].nbytes
                 self._queue.task_done()
 
-    def _wait_for_a_pause(self, item: Overlay) -> None:
-        """Until the lines are idle, at most ``max_defer_s`` after the overlay was handed over, and
-        only while less than half of the budget waits (then the queue is let to shrink)."""
+    def _wait_for_a_pause(self, deadline: float) -> None:
+        """Until the lines are idle, at most until ``deadline`` (``max_defer_s`` after the overlay
+        was handed over), and only while less than half of the budget waits (then the queue is let
+        to shrink)."""
         if self._quiet is None:
             return
-        deadline = item.submitted + self._max_defer_s
         while not self._quiet.is_set() and not self._stopping.is_set():
             left = deadline - self._clock()
             with self._lock:
