@@ -73,6 +73,21 @@ def test_bench_json_has_the_figures_and_the_daemon_is_not_faster_than_raw(
     assert figures["overlays_done_ms"] is None or figures["overlays_done_ms"] > 0
 
 
+def judged(stem: str, status: str, decided_at: dt.datetime) -> Inspection:
+    """A row as the daemon commits it for ``<stem>.png``, filed under ``/<status>/``."""
+    return Inspection(
+        filename=f"{stem}.png",
+        source_path=f"/in/{stem}.png",
+        final_path=f"/{status}/{stem}.png",
+        status=status,
+        score=0.9 if status == "rejected" else 0.1,
+        threshold=0.5,
+        model_id="m",
+        received_at=decided_at,
+        decided_at=decided_at,
+    )
+
+
 def test_a_drains_overlays_are_counted_and_timed_from_its_last_verdict(tmp_path: Path) -> None:
     """Overlays wait for a pause in judging, so the bench shows their cost after a drain's verdicts."""
     db = tmp_path / "bench.db"
@@ -83,19 +98,7 @@ def test_a_drains_overlays_are_counted_and_timed_from_its_last_verdict(tmp_path:
     (tmp_path / "heatmaps").mkdir()
     drains = (("r0", 0.0, 0.2), ("r0", 1.0, None), ("r0", 1.5, 0.75), ("r1", 9.0, None))
     for i, (prefix, decided_s, overlay_after_s) in enumerate(drains):
-        row = store.record(
-            Inspection(
-                filename=f"{prefix}-frame{i:04d}.png",
-                source_path=f"/in/{prefix}-frame{i:04d}.png",
-                final_path=f"/rejected/{prefix}-frame{i:04d}.png",
-                status="rejected",
-                score=0.9,
-                threshold=0.5,
-                model_id="m",
-                received_at=t0,
-                decided_at=t0 + dt.timedelta(seconds=decided_s),
-            )
-        )
+        row = store.record(judged(f"{prefix}-frame{i:04d}", "rejected", t0 + dt.timedelta(seconds=decided_s)))
         if overlay_after_s is not None:  # written that long after the drain's last verdict (1.5 s)
             overlay = tmp_path / "heatmaps" / f"{row.id}-{prefix}.png"
             overlay.write_bytes(b"png")
@@ -180,22 +183,7 @@ def test_after_a_drain_the_raw_timing_waits_for_the_last_moves_and_overlays(tmp_
     upgrade(engine)
     store = Store(engine)
     now = dt.datetime.now(dt.timezone.utc)
-    rows = [
-        store.record(
-            Inspection(
-                filename=f"{status}.png",
-                source_path=f"/in/{status}.png",
-                final_path=f"/{status}/{status}.png",
-                status=status,
-                score=score,
-                threshold=0.5,
-                model_id="m",
-                received_at=now,
-                decided_at=now,
-            )
-        )
-        for status, score in (("accepted", 0.1), ("rejected", 0.9))
-    ]
+    rows = [store.record(judged(status, status, now)) for status in ("accepted", "rejected")]
     assert not settled(db, heatmaps)  # moves not marked yet
     for row in rows:
         store.mark_moved(row.id, now)
