@@ -25,7 +25,7 @@ from daemon.intake.claims import Claimed
 from inspectd.scorer import Score
 
 DEFAULT_DEPTH = 2  # one being scored, the next being read (a line: one per stream, plus one)
-POLL_S = 0.005  # how often the pipeline thread looks up from claiming to see if the head is done
+POLL_S = 0.02  # while the head is scored, how often the pipeline thread claims new arrivals
 RELEASE_WAIT_S = 30.0  # at a clean stop, how long a running inference may take to finish
 
 
