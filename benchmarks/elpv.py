@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             learning_rate=args.learning_rate,
             anomaly_map=args.anomaly_map,
             imagenet_dir=args.imagenet_dir,
+            keep_checkpoint=args.keep_checkpoint,
         )
     )
     train_minutes = (time.monotonic() - started) / 60
@@ -204,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-normal-share", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", action="store_true", help="also write OUT/report/index.html")
+    parser.add_argument(
+        "--keep-checkpoint",
+        action="store_true",
+        help="keep OUT/model/checkpoints/last.ckpt (for benchmarks/residual_screen.py)",
+    )
     parser.add_argument("--split-only", action="store_true", help="write the image folders and stop")
     args = parser.parse_args(argv)
     f = run(args)
