@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from soak import cpu_seconds, judged_at_least  # this folder: run as a script
 
 from daemon.bench import daemon_child, daemon_config, decided_count, wait_for, write_images
 from daemon.bench.drain import decided, drain_rate, wait_settled
@@ -33,20 +34,12 @@ from daemon.bench.raw import input_tensors
 from inspectd.export import locate_xml
 from inspectd.scorer import cpu_precisions
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(stat: Path) -> float:
-    """utime + stime of a process or thread, from its /proc stat file."""
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
 
 def threads(pid: int) -> dict[int, float]:
     found = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            found[int(task.name)] = cpu_s(task / "stat")
+            found[int(task.name)] = cpu_seconds(pid, int(task.name))
         except OSError:  # ended meanwhile
             continue
     return found
@@ -66,17 +59,12 @@ def raw_round(xml: Path, tensors: Any, precision: str) -> tuple[float, float]:
     for tensor in tensors[:4]:
         queue.start_async({0: tensor[None]})
     queue.wait_all()
-    me = Path(f"/proc/{os.getpid()}/stat")
-    cpu, wall = cpu_s(me), time.perf_counter()
+    cpu, wall = cpu_seconds(os.getpid()), time.perf_counter()
     for tensor in tensors:
         queue.start_async({0: tensor[None]})
     queue.wait_all()
-    wall, cpu = time.perf_counter() - wall, cpu_s(me) - cpu
+    wall, cpu = time.perf_counter() - wall, cpu_seconds(os.getpid()) - cpu
     return len(tensors) / wall, 1000 * cpu / len(tensors)
-
-
-def judged_at_least(db: Path, count: int) -> bool:
-    return decided_count(db) >= count
 
 
 def daemon_round(
@@ -86,12 +74,11 @@ def daemon_round(
     stage.mkdir()
     staged = [Path(shutil.copy(frame, stage / f"{stage.name}-{frame.name}")) for frame in frames]
     before = decided_count(db)
-    stat = Path(f"/proc/{proc.pid}/stat")
-    alive, total = threads(proc.pid), cpu_s(stat)
+    alive, total = threads(proc.pid), cpu_seconds(proc.pid)
     for path in staged:
         path.rename(inbox / path.name)
     wait_for(functools.partial(judged_at_least, db, before + len(frames)), 600, proc)
-    total = cpu_s(stat) - total
+    total = cpu_seconds(proc.pid) - total
     after = threads(proc.pid)
     main = after.get(proc.pid, 0.0) - alive.get(proc.pid, 0.0)
     survivors = sum(cpu - alive.get(tid, 0.0) for tid, cpu in after.items() if tid != proc.pid)
