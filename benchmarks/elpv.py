@@ -39,6 +39,7 @@ from training.settings import (
     DEFAULT_LEARNING_RATE,
     DEFAULT_MAX_MINUTES,
     DEFAULT_MAX_STEPS,
+    MAP_SCALES,
     MODEL_SIZES,
 )
 
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             model_size=args.model_size,
             learning_rate=args.learning_rate,
             anomaly_map=args.anomaly_map,
+            map_scale=args.map_scale,
             imagenet_dir=args.imagenet_dir,
             keep_checkpoint=args.keep_checkpoint,
         )
@@ -135,6 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model_size": args.model_size,
         "learning_rate": args.learning_rate,
         "anomaly_map": model.card.extra.get("anomaly_map"),
+        "map_scale": model.card.extra.get("map_scale"),
         "penalty_set": str(args.imagenet_dir) if args.imagenet_dir else "scikit-image photographs",
         "stopped_by": card.extra.get("stopped_by", "max-steps"),
         "train_images": card.train_images,
@@ -198,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", default="auto", help="as inspectd train --teacher")
     parser.add_argument(
         "--anomaly-map", choices=ANOMALY_MAPS, default=ANOMALY_MAPS[0], help="as inspectd train --anomaly-map"
+    )
+    parser.add_argument(
+        "--map-scale", choices=MAP_SCALES, default=MAP_SCALES[0], help="as inspectd train --map-scale"
     )
     parser.add_argument(
         "--imagenet-dir", type=Path, help="as inspectd train --imagenet-dir (the penalty image set)"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from inspectd.export import CHECKPOINTS, LAST_CHECKPOINT, XML_IN_EXPORT
 from training.errors import TrainingError
-from training.settings import ANOMALY_MAPS, EXPORT_PRECISIONS, MODEL_SIZES
+from training.settings import ANOMALY_MAPS, EXPORT_PRECISIONS, MAP_SCALES, MODEL_SIZES
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 256, 1024  # below 256 the autoencoder's 8x8 bottleneck conv fails
 PRECISIONS = ("bf16-mixed", "32-true")  # Lightning's names for --train-precision bf16 | fp32
@@ -46,9 +46,12 @@ def check_options(
     learning_rate: float,
     *,
     anomaly_map: str = ANOMALY_MAPS[0],
+    map_scale: str = MAP_SCALES[0],
 ) -> None:
     if anomaly_map not in ANOMALY_MAPS:
         raise TrainingError(f"--anomaly-map must be one of {', '.join(ANOMALY_MAPS)}, got {anomaly_map!r}")
+    if map_scale not in MAP_SCALES:
+        raise TrainingError(f"--map-scale must be one of {', '.join(MAP_SCALES)}, got {map_scale!r}")
     if max_steps < 1:
         raise TrainingError(f"--max-steps must be at least 1, got {max_steps}")
     if not 0 < learning_rate < 1:

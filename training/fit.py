@@ -62,6 +62,7 @@ class _Run:
     early_stopping: dict[str, Any] | None
     final_learning_rate: float
     learning_rate_dropped_at: int | None
+    map_scale_images: int  # 0: the map is not scaled per position
 
 
 def train(options: TrainOptions, *, warn: Callable[[str], None] | None = None) -> ModelCard:
@@ -133,6 +134,8 @@ def _card(recipe: Recipe, run: _Run) -> ModelCard:
             "opset": o.opset,
             "stopped_by": run.stopped_by,
             "anomaly_map": anomaly_map_for(o.anomaly_map),
+            "map_scale": "position" if run.map_scale_images else "none",
+            "map_scale_images": run.map_scale_images,
             "early_stopping": run.early_stopping,
             "final_learning_rate": run.final_learning_rate,
             "learning_rate_dropped_at_step": run.learning_rate_dropped_at,
@@ -184,7 +187,13 @@ def _fit_and_export(recipe: Recipe, output: Path) -> _Run:
         )
         penalty = o.imagenet_dir or build_penalty_set(work / "penalty", seed=o.seed)
         model = InspectdEfficientAd(
-            recipe.teacher, penalty, o.model_size, o.image_size, o.learning_rate, anomaly_map=o.anomaly_map
+            recipe.teacher,
+            penalty,
+            o.model_size,
+            o.image_size,
+            o.learning_rate,
+            anomaly_map=o.anomaly_map,
+            map_scale=o.map_scale,
         )
         budget = TimeBudget(o.max_minutes) if o.max_minutes else None
         early = AurocEarlyStopping(recipe.early_stop_every, o.patience) if recipe.early_stop_every else None
@@ -216,6 +225,7 @@ def _fit_and_export(recipe: Recipe, output: Path) -> _Run:
             early_stopping=early.summary() if early else None,
             final_learning_rate=float(engine.trainer.optimizers[0].param_groups[0]["lr"]),
             learning_rate_dropped_at=decay.dropped_at,
+            map_scale_images=model.map_scale_images,
         )
 
 

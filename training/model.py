@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ from torch import nn
 from torch.nn import functional
 
 from training.lite_teacher import PDN_BORDER, FrozenLiteTeacher
+from training.position_scale import position_scale, resized
 from training.score_scale import UnclippedPostProcessor
-from training.settings import ANOMALY_MAPS, DEFAULT_LEARNING_RATE
+from training.settings import ANOMALY_MAPS, DEFAULT_LEARNING_RATE, MAP_SCALES
 from training.teacher import Teacher, apply_teacher
 from training.teacher_memo import TeacherMemo
 
@@ -64,7 +66,12 @@ class StudentTeacherScoring(EfficientAdModel):
     output or gradients, and it saves about a quarter of the student's work (its last convolution
     is half of it) in every step and every inference. Training computes anomalib's student loss
     (hard-feature quantile plus the penalty on a penalty-set image) and no autoencoder losses.
+
+    ``map_scale`` divides the map at each position before the padding and the resize
+    (``training.position_scale``); ones (1x1) until it is measured, i.e. anomalib's map.
     """
+
+    map_scale: torch.Tensor
 
     def __init__(
         self, teacher_out_channels: int = 384, model_size: EfficientAdModelSize = EfficientAdModelSize.S
@@ -78,6 +85,32 @@ class StudentTeacherScoring(EfficientAdModel):
         self.student = network(out_channels=teacher_out_channels)
         self.ae = NoAutoencoder()  # type: ignore[assignment]
         self.teacher_memo = TeacherMemo()
+        self.register_buffer("map_scale", torch.ones(1, 1, 1, 1))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """A measured ``map_scale`` has the student's grid, not the 1x1 a new model starts with;
+        a model saved before the scale existed has none (then its map stays anomalib's)."""
+        saved = state_dict.get(prefix + "map_scale")
+        if saved is None:
+            state_dict[prefix + "map_scale"] = torch.ones(1, 1, 1, 1)
+        elif saved.shape != self.map_scale.shape:
+            self.map_scale = torch.ones_like(saved)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    @torch.no_grad()
+    def measure_map_scale(self, images: Iterable[torch.Tensor]) -> int:
+        """Set ``map_scale`` from the map's mean per position on ``images`` (training images at the
+        model's input size), in eval mode; returns how many images it took."""
+        modes = {module: module.training for module in self.modules()}
+        self.eval()
+        self.map_scale = torch.ones(1, 1, 1, 1, device=self.map_scale.device)  # measure the plain map
+        try:
+            scale, used = position_scale(lambda x: self.compute_student_teacher_distance(x)[1], images)
+        finally:
+            for module, mode in modes.items():
+                module.train(mode)
+        self.map_scale = scale.to(self.map_scale.device)
+        return used
 
     def compute_student_teacher_distance(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """anomalib's, except that in training the teacher's output comes from ``teacher_memo``
@@ -113,6 +146,7 @@ class StudentTeacherScoring(EfficientAdModel):
         There is no autoencoder map: the second value repeats the first, so that anomalib's
         calibration, which takes quantiles of both, runs unchanged."""
         map_st = torch.mean(distance_st, dim=1, keepdim=True)
+        map_st = map_st / resized(self.map_scale, map_st.shape[-2:])
         if self.pad_maps:
             map_st = functional.pad(map_st, (PDN_BORDER,) * 4)
         map_st = functional.interpolate(map_st, size=batch.shape[-2:], mode="bilinear")
@@ -166,6 +200,7 @@ class InspectdEfficientAd(EfficientAd):
         learning_rate: float = DEFAULT_LEARNING_RATE,
         *,
         anomaly_map: str = ANOMALY_MAPS[0],
+        map_scale: str = MAP_SCALES[0],
     ) -> None:
         super().__init__(
             imagenet_dir=imagenet_dir,
@@ -178,6 +213,20 @@ class InspectdEfficientAd(EfficientAd):
             # anomalib's defaults, as EfficientAd.__init__ passes them
             self.model = StudentTeacherScoring(teacher_out_channels=384, model_size=self.model_size)
         self.model.teacher = teacher_network(teacher, model_size)  # type: ignore[assignment]
+        self.scale_positions = map_scale == "position" and isinstance(self.model, StudentTeacherScoring)
+        self.map_scale_images = 0  # how many training images the last measured map_scale took
+
+    def on_validation_start(self) -> None:
+        """Before anomalib fits the map's quantiles on the held-out good images (and so before the
+        export): measure the map's level per position on the training images, through the same
+        resize as training (``--map-scale position``)."""
+        if self.scale_positions and isinstance(self.model, StudentTeacherScoring):
+            loader = self.trainer.datamodule.train_dataloader()  # type: ignore[attr-defined]
+            resize = self.pre_processor if self.pre_processor is not None else (lambda x: x)
+            images = (resize(batch.image).to(self.device) for batch in loader)
+            with self.trainer.precision_plugin.forward_context():
+                self.map_scale_images = self.model.measure_map_scale(images)
+        super().on_validation_start()
 
     def configure_optimizers(self) -> Any:
         """anomalib's Adam without its scheduler, which Lightning would step once per epoch so that

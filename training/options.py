@@ -19,6 +19,7 @@ from training.settings import (
     DEFAULT_MAX_STEPS,
     DEFAULT_OPSET,
     DEFAULT_PATIENCE,
+    MAP_SCALES,
 )
 
 
@@ -40,6 +41,7 @@ class TrainOptions:
     image_size: int = DEFAULT_IMAGE_SIZE
     learning_rate: float = DEFAULT_LEARNING_RATE
     anomaly_map: str = ANOMALY_MAPS[0]  # student-teacher | both (training.model.anomaly_map_for)
+    map_scale: str = MAP_SCALES[0]  # position | none (training.position_scale)
     train_precision: str | None = None
     threshold_policy: str | None = None
     max_minutes: float | None = DEFAULT_MAX_MINUTES

@@ -52,7 +52,13 @@ def prepare(options: TrainOptions, warn: Callable[[str], None]) -> Recipe:
     o = options
     precision = o.train_precision or cpu_precision()
     check_options(
-        o.max_steps, o.model_size, o.image_size, precision, o.learning_rate, anomaly_map=o.anomaly_map
+        o.max_steps,
+        o.model_size,
+        o.image_size,
+        precision,
+        o.learning_rate,
+        anomaly_map=o.anomaly_map,
+        map_scale=o.map_scale,
     )
     check_run_options(o.max_minutes, o.checkpoint_every, o.export_precision, o.opset)
     if o.early_stop_every < 0 or o.patience < 1:

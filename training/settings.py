@@ -14,6 +14,9 @@ DEFAULT_LEARNING_RATE = 3e-4
 MODEL_SIZES = ("small", "medium")
 TEACHER_CHOICES_HELP = "auto | random | PATH"
 ANOMALY_MAPS = ("student-teacher", "both")  # --anomaly-map, the first is the default
+# --map-scale, the first is the default: the student-teacher map divided at each position by its
+# mean on training images (training.position_scale), or anomalib's map as it is
+MAP_SCALES = ("position", "none")
 DEFAULT_CHECKPOINT_EVERY = 100  # 40 s to 10 min of training between checkpoints at 0.4-6 s/step
 DEFAULT_OPSET = 18
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
