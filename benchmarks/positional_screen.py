@@ -10,7 +10,9 @@ distance, and prints image AUROC and EER. With ``--model DIR`` it also scores th
 that export and prints the mean of the two scores' ranks within the test set (a screen: how much
 the two disagree, and whether the disagreement helps), then a sum a daemon could apply to one
 image: a second Gaussian fitted without the last ``--held-out`` share of the training normals, and
-each score scaled by its median and 99th percentile on that share.
+each score scaled by its median and 99th percentile on that share. ``--term knn`` puts the
+position-free nearest-neighbour score of ``teacher_features.py`` (a bank of 10,000 standardised,
+2x2-pooled patches) in the Gaussian's place, to ask the same of it.
 
     python benchmarks/elpv.py --cell-type poly --out /tmp/elpv-poly
     python benchmarks/positional_screen.py --data /tmp/elpv-poly --model /tmp/elpv-poly/model
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from scipy.stats import rankdata, spearmanr
-from teacher_features import build_teacher, features, load_images  # this folder: run as a script
+from teacher_features import BANK_SIZE, build_teacher, features, load_images  # this folder: run as a script
 from torch.nn import functional
 
 from training.images import list_images
@@ -66,6 +68,32 @@ class PositionalGaussian:
         return distance.flatten(1).amax(1).sqrt().double().numpy()
 
 
+class NearestPatches:
+    """``teacher_features.py``'s nearest-neighbour score: each image's worst patch's distance to a
+    bank of patches of the fitted images (standardised, 2x2-pooled)."""
+
+    def __init__(self, fitted: torch.Tensor, grid: int, channels: int, seed: int = 0) -> None:
+        del grid, channels  # position-free, every channel
+        self.mean = fitted.mean((0, 2, 3), keepdim=True)
+        self.std = fitted.std((0, 2, 3), keepdim=True) + 1e-6
+        bank = self._rows(fitted).reshape(-1, fitted.shape[1])
+        draw = torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed + 1))
+        self.bank = bank[draw[:BANK_SIZE]]
+
+    def _rows(self, maps: torch.Tensor) -> torch.Tensor:
+        pooled = functional.avg_pool2d((maps - self.mean) / self.std, 2)
+        return pooled.permute(0, 2, 3, 1).reshape(len(maps), -1, maps.shape[1])
+
+    def scores(self, maps: torch.Tensor) -> NDArray[np.float64]:
+        return np.array([float(torch.cdist(rows, self.bank).amin(1).amax()) for rows in self._rows(maps)])
+
+
+TERMS: dict[str, type[PositionalGaussian] | type[NearestPatches]] = {
+    "gaussian": PositionalGaussian,
+    "knn": NearestPatches,
+}
+
+
 def model_scores(model: Path, paths: list[Path]) -> NDArray[np.float64]:
     from inspectd.scorer import Model
 
@@ -96,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", type=int, default=16, help="positions per side (default 16)")
     parser.add_argument("--channels", type=int, default=128, help="random channels kept (default 128)")
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
+    parser.add_argument(
+        "--term",
+        choices=sorted(TERMS),
+        default="gaussian",
+        help="the per-image score beside the model's: the Gaussian per position, or the nearest-"
+        "neighbour patch score (default gaussian)",
+    )
     parser.add_argument("--model", type=Path, metavar="DIR", help="an export to score and combine with")
     parser.add_argument(
         "--held-out",
@@ -111,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     train, normal, abnormal = (load_images(folder, args.image_size) for folder in folders)
     network = build_teacher(args.teacher, "small", train)
     fitted, f_normal, f_abnormal = (features(network, images) for images in (train, normal, abnormal))
-    gaussian = PositionalGaussian(fitted, args.grid, args.channels)
+    term = TERMS[args.term]
+    gaussian = term(fitted, args.grid, args.channels)
     g_normal, g_abnormal = gaussian.scores(f_normal), gaussian.scores(f_abnormal)
-    report(f"{args.teacher}, Gaussian per position", g_normal, g_abnormal)
+    report(f"{args.teacher}, {args.term}", g_normal, g_abnormal)
     if args.model is None:
         return 0
     tests = [list_images(folder) for folder in folders[1:]]
@@ -124,10 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     agree = spearmanr(g_normal, m_normal).statistic
     print(f"rank correlation of the two scores on the good test images: {agree:.2f}")
     cut = len(train) - max(1, round(args.held_out * len(train)))
-    part = PositionalGaussian(fitted[:cut], args.grid, args.channels)
+    part = term(fitted[:cut], args.grid, args.channels)
     g_held = part.scores(fitted[cut:])
     m_held = model_scores(args.model, list_images(folders[0])[cut:])
-    report(f"{args.teacher}, Gaussian on {cut} normals", part.scores(f_normal), part.scores(f_abnormal))
+    report(f"{args.teacher}, {args.term} on {cut} normals", part.scores(f_normal), part.scores(f_abnormal))
     summed = [
         scaled(g_held, part.scores(maps)) + scaled(m_held, scores)
         for maps, scores in ((f_normal, m_normal), (f_abnormal, m_abnormal))

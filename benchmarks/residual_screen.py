@@ -11,6 +11,8 @@ maximum, as the export scores):
     base        the model's own map (mean of d^2): what the export scores
     channel     each channel's d^2 divided by its mean on the training normals
     position    the same per channel and grid position
+    map by position  the model's map divided by its own mean at each grid position (what
+                the export does since ``--map-scale position``, the default)
     blur        the model's map and the channel-weighted one after a 3x3 mean
     mahalanobis d's full 384-channel covariance on the training normals (shrunk by 0.01 or 0.1)
 
@@ -19,7 +21,8 @@ maximum, as the export scores):
         --checkpoint /tmp/elpv-mono/model/checkpoints/last.ckpt
 
 ``--data`` is any folder with ``train/normal``, ``test/normal`` and ``test/abnormal``. Frozen Lite
-teachers only (the offline default).
+teachers only (the offline default). ``--fit-images N`` fits the weights on N of the training
+normals (a seeded draw) instead of all: how many a product needs.
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
+    parser.add_argument(
+        "--fit-images", type=int, metavar="N", help="fit on N training normals (default: all)"
+    )
     args = parser.parse_args()
     started = time.monotonic()
     model = load_model(args.checkpoint)
@@ -86,7 +92,12 @@ def main() -> None:
     gram = torch.zeros(CHANNELS, CHANNELS, dtype=torch.float64)
     total = torch.zeros(CHANNELS, dtype=torch.float64)
     images = 0
-    for d in residuals(model, load_images(args.data / "train" / "normal", size)):
+    normals = load_images(args.data / "train" / "normal", size)
+    if args.fit_images:
+        normals = normals[
+            torch.randperm(len(normals), generator=torch.Generator().manual_seed(0))[: args.fit_images]
+        ]
+    for d in residuals(model, normals):
         square = d.pow(2).sum(0)
         square_sum = square if square_sum is None else square_sum + square
         flat = d.permute(0, 2, 3, 1).reshape(-1, CHANNELS).double()
@@ -116,6 +127,7 @@ def main() -> None:
                 "base": square.mean(1),
                 "channel": (square / per_channel).mean(1),
                 "position": (square / per_position[None]).mean(1),
+                "map by position": square.mean(1) / per_position.mean(0),
             }
             maps["base, blur"] = blur(maps["base"])
             maps["channel, blur"] = blur(maps["channel"])
