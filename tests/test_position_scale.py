@@ -84,6 +84,9 @@ def test_measured_scale_levels_the_map_and_travels_with_the_weights(tmp_path: Pa
     fresh = StudentTeacherScoring()  # a new model loads a measured scale of any grid
     fresh.load_state_dict(network.state_dict())
     assert torch.equal(fresh.map_scale, network.map_scale)
+    old = {k: v for k, v in network_plain.state_dict().items() if k != "map_scale"}
+    fresh.load_state_dict(old)  # and a measured one loads weights saved before the scale existed
+    assert torch.equal(fresh.map_scale, torch.ones(1, 1, 1, 1))
 
     both = InspectdEfficientAd(teacher, tmp_path, "small", 128, anomaly_map="both")
     none = InspectdEfficientAd(teacher, tmp_path, "small", 128, map_scale="none")

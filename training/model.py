@@ -90,10 +90,8 @@ class StudentTeacherScoring(EfficientAdModel):
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """A measured ``map_scale`` has the student's grid, not the 1x1 a new model starts with;
         a model saved before the scale existed has none (then its map stays anomalib's)."""
-        saved = state_dict.get(prefix + "map_scale")
-        if saved is None:
-            state_dict[prefix + "map_scale"] = torch.ones(1, 1, 1, 1)
-        elif saved.shape != self.map_scale.shape:
+        saved = state_dict.setdefault(prefix + "map_scale", torch.ones(1, 1, 1, 1))
+        if saved.shape != self.map_scale.shape:
             self.map_scale = torch.ones_like(saved)
         super()._load_from_state_dict(state_dict, prefix, *args)
 
