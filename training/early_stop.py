@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from training.eval_mode import evaluating
 from training.metrics import auroc
 
 
@@ -89,9 +90,7 @@ class AurocEarlyStopping(Callback):
 def held_out_auroc(trainer: Trainer, pl_module: Any) -> float:
     """Image AUROC of the current weights on the held-out images (normal and abnormal)."""
     network = pl_module.model
-    modes = {module: module.training for module in network.modules()}
-    network.eval()
-    try:
+    with evaluating(network):
         loader = trainer.datamodule.val_dataloader()  # type: ignore[attr-defined]
         network.quantiles.update(pl_module.map_norm_quantiles(loader))
         normal: list[float] = []
@@ -101,9 +100,6 @@ def held_out_auroc(trainer: Trainer, pl_module: Any) -> float:
             scores = network(images.to(pl_module.device)).pred_score.reshape(-1).tolist()
             for score, label in zip(scores, batch.gt_label.reshape(-1).tolist(), strict=True):
                 (abnormal if label else normal).append(float(score))
-    finally:
-        for module, mode in modes.items():
-            module.train(mode)
     if not normal or not abnormal:
         return math.nan
     return auroc(normal, abnormal)

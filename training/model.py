@@ -19,6 +19,7 @@ from anomalib.models.image.efficient_ad.torch_model import (
 from torch import nn
 from torch.nn import functional
 
+from training.eval_mode import evaluating
 from training.lite_teacher import PDN_BORDER, FrozenLiteTeacher
 from training.position_scale import position_scale, resized
 from training.score_scale import UnclippedPostProcessor
@@ -99,14 +100,8 @@ class StudentTeacherScoring(EfficientAdModel):
     def measure_map_scale(self, images: Iterable[torch.Tensor]) -> int:
         """Set ``map_scale`` from the map's mean per position on ``images`` (training images at the
         model's input size), in eval mode; returns how many images it took."""
-        modes = {module: module.training for module in self.modules()}
-        self.eval()
-        self.map_scale = torch.ones(1, 1, 1, 1, device=self.map_scale.device)  # measure the plain map
-        try:
+        with evaluating(self):  # the distance is taken before any scale, so no reset is needed
             scale, used = position_scale(lambda x: self.compute_student_teacher_distance(x)[1], images)
-        finally:
-            for module, mode in modes.items():
-                module.train(mode)
         self.map_scale = scale.to(self.map_scale.device)
         return used
 
