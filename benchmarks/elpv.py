@@ -41,6 +41,7 @@ from training.settings import (
     DEFAULT_MAX_STEPS,
     MAP_SCALES,
     MODEL_SIZES,
+    PENALTY_CROPS,
 )
 
 NORMAL_PROB, ABNORMAL_PROB = 0.0, 1.0
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             learning_rate=args.learning_rate,
             anomaly_map=args.anomaly_map,
             map_scale=args.map_scale,
+            penalty_crop=args.penalty_crop,
             imagenet_dir=args.imagenet_dir,
             keep_checkpoint=args.keep_checkpoint,
         )
@@ -138,6 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "learning_rate": args.learning_rate,
         "anomaly_map": model.card.extra.get("anomaly_map"),
         "map_scale": model.card.extra.get("map_scale"),
+        "penalty_crop": model.card.extra.get("penalty_crop"),
         "penalty_set": str(args.imagenet_dir) if args.imagenet_dir else "scikit-image photographs",
         "stopped_by": card.extra.get("stopped_by", "max-steps"),
         "train_images": card.train_images,
@@ -204,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--map-scale", choices=MAP_SCALES, default=MAP_SCALES[0], help="as inspectd train --map-scale"
+    )
+    parser.add_argument(
+        "--penalty-crop",
+        choices=PENALTY_CROPS,
+        default=PENALTY_CROPS[0],
+        help="as inspectd train --penalty-crop",
     )
     parser.add_argument(
         "--imagenet-dir", type=Path, help="as inspectd train --imagenet-dir (the penalty image set)"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from inspectd.export import CHECKPOINTS, LAST_CHECKPOINT, XML_IN_EXPORT
 from training.errors import TrainingError
-from training.settings import ANOMALY_MAPS, EXPORT_PRECISIONS, MAP_SCALES, MODEL_SIZES
+from training.settings import ANOMALY_MAPS, EXPORT_PRECISIONS, MAP_SCALES, MODEL_SIZES, PENALTY_CROPS
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 256, 1024  # below 256 the autoencoder's 8x8 bottleneck conv fails
 PRECISIONS = ("bf16-mixed", "32-true")  # Lightning's names for --train-precision bf16 | fp32
@@ -47,11 +47,14 @@ def check_options(
     *,
     anomaly_map: str = ANOMALY_MAPS[0],
     map_scale: str = MAP_SCALES[0],
+    penalty_crop: str = PENALTY_CROPS[0],
 ) -> None:
     if anomaly_map not in ANOMALY_MAPS:
         raise TrainingError(f"--anomaly-map must be one of {', '.join(ANOMALY_MAPS)}, got {anomaly_map!r}")
     if map_scale not in MAP_SCALES:
         raise TrainingError(f"--map-scale must be one of {', '.join(MAP_SCALES)}, got {map_scale!r}")
+    if penalty_crop not in PENALTY_CROPS:
+        raise TrainingError(f"--penalty-crop must be one of {', '.join(PENALTY_CROPS)}, got {penalty_crop!r}")
     if max_steps < 1:
         raise TrainingError(f"--max-steps must be at least 1, got {max_steps}")
     if not 0 < learning_rate < 1:

@@ -28,6 +28,7 @@ from training.settings import (
     EXPORT_PRECISIONS,
     MAP_SCALES,
     MODEL_SIZES,
+    PENALTY_CROPS,
 )
 
 PRECISION_FLAGS = {"auto": None, "bf16": "bf16-mixed", "fp32": "32-true"}  # -> Lightning's names
@@ -126,6 +127,16 @@ def _add_model_options(train: argparse.ArgumentParser) -> None:
         "edge, a busbar) do not outscore a faint defect elsewhere (ELPV: AUROC +0.001 to +0.006 on "
         "mono cells, +0.016 to +0.019 on poly); "
         "none: anomalib's map as it is; --anomaly-map both is never scaled (default: %(default)s)",
+    )
+    train.add_argument(
+        "--penalty-crop",
+        choices=PENALTY_CROPS,
+        default=PENALTY_CROPS[0],
+        help="the natural image the student is kept from imitating the teacher on, each step (the "
+        "penalty set, --imagenet-dir): half: a random crop half the input side across, at the scale "
+        "of anomalib's, whose pass costs a fifth as much, so a step costs about 0.6 of a full one and "
+        "more steps fit in --max-minutes; full: anomalib's centre crop at the input side "
+        "(default: %(default)s)",
     )
     train.add_argument(
         "--train-precision",
@@ -295,6 +306,7 @@ def options_from(args: argparse.Namespace) -> TrainOptions:
         learning_rate=args.learning_rate,
         anomaly_map=args.anomaly_map,
         map_scale=args.map_scale,
+        penalty_crop=args.penalty_crop,
         train_precision=PRECISION_FLAGS[args.train_precision],
         threshold_policy=args.threshold_policy,
         max_minutes=args.max_minutes,

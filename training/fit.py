@@ -136,6 +136,7 @@ def _card(recipe: Recipe, run: _Run) -> ModelCard:
             "anomaly_map": anomaly_map_for(o.anomaly_map),
             "map_scale": "position" if run.map_scale_images else "none",
             "map_scale_images": run.map_scale_images,
+            "penalty_crop": o.penalty_crop,
             "early_stopping": run.early_stopping,
             "final_learning_rate": run.final_learning_rate,
             "learning_rate_dropped_at_step": run.learning_rate_dropped_at,
@@ -194,6 +195,7 @@ def _fit_and_export(recipe: Recipe, output: Path) -> _Run:
             o.learning_rate,
             anomaly_map=o.anomaly_map,
             map_scale=o.map_scale,
+            penalty_crop=o.penalty_crop,
         )
         budget = TimeBudget(o.max_minutes) if o.max_minutes else None
         early = AurocEarlyStopping(recipe.early_stop_every, o.patience) if recipe.early_stop_every else None

@@ -20,6 +20,7 @@ from training.settings import (
     DEFAULT_OPSET,
     DEFAULT_PATIENCE,
     MAP_SCALES,
+    PENALTY_CROPS,
 )
 
 
@@ -42,6 +43,7 @@ class TrainOptions:
     learning_rate: float = DEFAULT_LEARNING_RATE
     anomaly_map: str = ANOMALY_MAPS[0]  # student-teacher | both (training.model.anomaly_map_for)
     map_scale: str = MAP_SCALES[0]  # position | none (training.position_scale)
+    penalty_crop: str = PENALTY_CROPS[0]  # half | full (training.model.InspectdEfficientAd)
     train_precision: str | None = None
     threshold_policy: str | None = None
     max_minutes: float | None = DEFAULT_MAX_MINUTES

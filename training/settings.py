@@ -17,6 +17,11 @@ ANOMALY_MAPS = ("student-teacher", "both")  # --anomaly-map, the first is the de
 # --map-scale, the first is the default: the student-teacher map divided at each position by its
 # mean on training images (training.position_scale), or anomalib's map as it is
 MAP_SCALES = ("position", "none")
+# --penalty-crop, the first is the default: the penalty-set image the student must not imitate the
+# teacher on, cut from the photo resized to twice the input side at a random place, half the input
+# side across (a quarter of the pixels, so its pass costs a fifth of anomalib's; same scale), or
+# anomalib's centre crop at the full input side
+PENALTY_CROPS = ("half", "full")
 DEFAULT_CHECKPOINT_EVERY = 100  # 40 s to 10 min of training between checkpoints at 0.4-6 s/step
 DEFAULT_OPSET = 18
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
