@@ -17,6 +17,7 @@ from PIL import Image
 from daemon.cli import main
 from inspectd.card import compute_model_id, read_card
 from inspectd.export import XML_IN_EXPORT
+from training.callbacks import TimeBudget
 from training.errors import TrainingError
 from training.fit import train
 from training.images import checked_images
@@ -353,15 +354,17 @@ def test_progress_log_is_sparse_and_has_an_eta() -> None:
 def test_progress_eta_ends_with_the_time_budget() -> None:
     """With the default 70k steps the budget ends the run: the ETA and the first line say so."""
     stream, now = io.StringIO(), [0.0]
-    progress = TrainingProgress(70_000, stream=stream, interactive=False, clock=lambda: now[0], budget_s=600)
+    budget = TimeBudget(10, clock=lambda: now[0])
+    progress = TrainingProgress(70_000, stream=stream, interactive=False, clock=lambda: now[0], budget=budget)
     trainer = SimpleNamespace(global_step=0, num_training_batches=40)
+    budget.on_train_start(trainer, None)  # type: ignore[arg-type]
     progress.on_train_start(trainer, None)  # type: ignore[arg-type]
     for step in range(1, 122):  # a line every 30 s: the last at step 121
         now[0] += 1.0
         trainer.global_step = step
         progress.on_train_batch_end(trainer, None, {"loss": torch.tensor(2.0)}, None, step)  # type: ignore[arg-type]
     lines = stream.getvalue().splitlines()
-    assert "up to 70000 steps or 10:00, whichever comes first" in lines[0]
+    assert "up to 70000 steps or until 10:00 less the time kept for calibration and export" in lines[0]
     assert lines[-1].startswith("train: step 121/70000") and "ETA 7:59" in lines[-1]  # 600 - 121 s
 
 
@@ -387,6 +390,7 @@ def test_tiny_export_has_layout_and_valid_card(tiny_model: Path) -> None:
     assert card.extra["anomaly_map"] == "student-teacher map"  # random teacher
     assert (card.extra["map_scale"], card.extra["map_scale_images"]) == ("position", 8)  # all of them
     assert card.extra["penalty_crop"] == "half"
+    assert card.extra["max_minutes"] == 29.0 and card.extra["time_reserve_seconds"] >= 60.0  # the floor
     names = sorted(p.name for p in tiny_model.iterdir())
     assert names == ["model.json", "train_hashes.txt", "weights"]  # work dir and checkpoints removed
     for litter in ("lightning_logs", "results", "openvino_cache", "datasets"):

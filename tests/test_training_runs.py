@@ -191,7 +191,7 @@ def test_cli_train_passes_the_new_flags(
     )
     assert "threshold 0.4200 by target-frr=0.01" in capsys.readouterr().out
     assert main(args) == 0
-    assert (seen["export_precision"], seen["max_minutes"], seen["threshold_policy"]) == ("fp32", 26.0, None)
+    assert (seen["export_precision"], seen["max_minutes"], seen["threshold_policy"]) == ("fp32", 29.0, None)
     assert seen["learning_rate"] == 3e-4
 
 

@@ -39,6 +39,7 @@ from training.images import EXTENSIONS
 from training.model import InspectdEfficientAd, anomaly_map_for
 from training.options import TrainOptions
 from training.penalty import build_penalty_set
+from training.position_scale import MAX_IMAGES
 from training.progress import TrainingProgress, quiet_libraries
 from training.recipe import Recipe, prepare
 from training.resume import mismatch
@@ -63,17 +64,19 @@ class _Run:
     final_learning_rate: float
     learning_rate_dropped_at: int | None
     map_scale_images: int  # 0: the map is not scaled per position
+    time_reserve_s: float | None  # what the time budget kept for the work after training
 
 
 def train(options: TrainOptions, *, warn: Callable[[str], None] | None = None) -> ModelCard:
     """Train, export to OpenVINO, calibrate the threshold and write the model card; every check
     runs before training (``training.recipe``)."""
+    started = time.monotonic()  # --max-minutes counts from here
     recipe = prepare(options, warn or _warn_to_stderr)
     output = options.output
     created = not output.exists()
     output.mkdir(parents=True, exist_ok=True)
     try:
-        run = _fit_and_export(recipe, output)
+        run = _fit_and_export(recipe, output, started)
     except BaseException:
         if created and not any(output.iterdir()):
             output.rmdir()
@@ -141,6 +144,7 @@ def _card(recipe: Recipe, run: _Run) -> ModelCard:
             "final_learning_rate": run.final_learning_rate,
             "learning_rate_dropped_at_step": run.learning_rate_dropped_at,
             "max_minutes": o.max_minutes,
+            "time_reserve_seconds": None if run.time_reserve_s is None else round(run.time_reserve_s, 1),
             "resumed_from": str(recipe.resume_from) if recipe.resume_from else None,
             "normal_dir": str(o.normal_dir.resolve()),
             "abnormal_images": len(recipe.abnormals),
@@ -165,7 +169,7 @@ def _fit(engine: Engine, model: InspectdEfficientAd, datamodule: Folder, resume_
         raise
 
 
-def _fit_and_export(recipe: Recipe, output: Path) -> _Run:
+def _fit_and_export(recipe: Recipe, output: Path, since: float) -> _Run:
     """All of Lightning's and anomalib's files go to a scratch folder inside ``output``, which is
     removed afterwards; only the OpenVINO IR is moved into place (and checkpoints, if any, are
     written to ``output/checkpoints``). The scratch folder is not hidden: anomalib warns about
@@ -197,7 +201,8 @@ def _fit_and_export(recipe: Recipe, output: Path) -> _Run:
             map_scale=o.map_scale,
             penalty_crop=o.penalty_crop,
         )
-        budget = TimeBudget(o.max_minutes) if o.max_minutes else None
+        scale_images = MAX_IMAGES if model.scale_positions else 0
+        budget = TimeBudget(o.max_minutes, since=since, scale_images=scale_images) if o.max_minutes else None
         early = AurocEarlyStopping(recipe.early_stop_every, o.patience) if recipe.early_stop_every else None
         decay = FinalDecay(o.max_steps, budget)
         engine = _engine(recipe, output, work, budget=budget, early=early, decay=decay)
@@ -228,6 +233,7 @@ def _fit_and_export(recipe: Recipe, output: Path) -> _Run:
             final_learning_rate=float(engine.trainer.optimizers[0].param_groups[0]["lr"]),
             learning_rate_dropped_at=decay.dropped_at,
             map_scale_images=model.map_scale_images,
+            time_reserve_s=budget.reserve_s if budget else None,
         )
 
 
@@ -241,7 +247,7 @@ def _engine(
     decay: FinalDecay,
 ) -> Engine:
     o = recipe.options
-    callbacks: list[Any] = [TrainingProgress(o.max_steps, budget_s=budget.seconds if budget else None)]
+    callbacks: list[Any] = [TrainingProgress(o.max_steps, budget=budget)]
     if o.checkpoint_every:
         callbacks.append(PeriodicCheckpoint(output / CHECKPOINTS, o.checkpoint_every))
     if budget:

@@ -10,10 +10,13 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import tqdm  # type: ignore[import-untyped]  # no types-tqdm in the dev extras
 from lightning.pytorch import Callback, LightningModule, Trainer
+
+if TYPE_CHECKING:
+    from training.callbacks import TimeBudget
 
 # Warnings that every EfficientAD run on CPU triggers and that a user can do nothing about.
 _NOISE = (
@@ -45,10 +48,10 @@ class TrainingProgress(Callback):
         interactive: bool | None = None,
         every_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
-        budget_s: float | None = None,
+        budget: TimeBudget | None = None,
     ) -> None:
         self.total = total_steps
-        self.budget_s = budget_s  # --max-minutes: whichever of it and total_steps comes first
+        self.budget = budget  # --max-minutes: whichever of it and total_steps comes first
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self.every_s = every_s
@@ -68,7 +71,12 @@ class TrainingProgress(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._started = self.clock()
-        limit = f" or {format_duration(self.budget_s)}, whichever comes first" if self.budget_s else ""
+        limit = (
+            f" or until {format_duration(self.budget.seconds)} less the time kept for calibration and "
+            "export, whichever comes first"
+            if self.budget
+            else ""
+        )
         self.say(
             f"train: up to {self.total} steps{limit}; first computing teacher feature statistics over "
             f"{_count(trainer.num_training_batches)} training images"
@@ -98,8 +106,8 @@ class TrainingProgress(Callback):
         if self._first_step_at is not None and step > self._first_step:
             per_step = (now - self._first_step_at) / (step - self._first_step)
             left = per_step * (self.total - step)
-            if self.budget_s is not None:
-                left = min(left, self.budget_s - (now - self._started))
+            if self.budget is not None:
+                left = min(left, self.budget.deadline - now)
             parts += [f"{per_step:.2f} s/step", f"ETA {format_duration(left)}"]
         parts.append(f"elapsed {format_duration(now - self._started)}")
         return "  ".join(parts)
