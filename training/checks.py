@@ -6,7 +6,14 @@ from pathlib import Path
 
 from inspectd.export import CHECKPOINTS, LAST_CHECKPOINT, XML_IN_EXPORT
 from training.errors import TrainingError
-from training.settings import ANOMALY_MAPS, EXPORT_PRECISIONS, MAP_SCALES, MODEL_SIZES, PENALTY_CROPS
+from training.settings import (
+    ANOMALY_MAPS,
+    EXPORT_PRECISIONS,
+    MAP_SCALES,
+    MODEL_SIZES,
+    PENALTY_CROPS,
+    STUDENT_CROPS,
+)
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 256, 1024  # below 256 the autoencoder's 8x8 bottleneck conv fails
 PRECISIONS = ("bf16-mixed", "32-true")  # Lightning's names for --train-precision bf16 | fp32
@@ -48,19 +55,27 @@ def check_options(
     anomaly_map: str = ANOMALY_MAPS[0],
     map_scale: str = MAP_SCALES[0],
     penalty_crop: str = PENALTY_CROPS[0],
+    student_crop: str = STUDENT_CROPS[0],
 ) -> None:
-    if anomaly_map not in ANOMALY_MAPS:
-        raise TrainingError(f"--anomaly-map must be one of {', '.join(ANOMALY_MAPS)}, got {anomaly_map!r}")
-    if map_scale not in MAP_SCALES:
-        raise TrainingError(f"--map-scale must be one of {', '.join(MAP_SCALES)}, got {map_scale!r}")
-    if penalty_crop not in PENALTY_CROPS:
-        raise TrainingError(f"--penalty-crop must be one of {', '.join(PENALTY_CROPS)}, got {penalty_crop!r}")
+    choices = {
+        "--anomaly-map": (anomaly_map, ANOMALY_MAPS),
+        "--map-scale": (map_scale, MAP_SCALES),
+        "--penalty-crop": (penalty_crop, PENALTY_CROPS),
+        "--student-crop": (student_crop, STUDENT_CROPS),
+        "--model-size": (model_size, MODEL_SIZES),
+    }
+    for flag, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise TrainingError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+    if student_crop != STUDENT_CROPS[0] and anomaly_map != ANOMALY_MAPS[0]:
+        raise TrainingError(
+            f"--student-crop {student_crop} needs --anomaly-map {ANOMALY_MAPS[0]}: the autoencoder's "
+            "map is learnt from whole images"
+        )
     if max_steps < 1:
         raise TrainingError(f"--max-steps must be at least 1, got {max_steps}")
     if not 0 < learning_rate < 1:
         raise TrainingError(f"--learning-rate must be between 0 and 1, got {learning_rate}")
-    if model_size not in MODEL_SIZES:
-        raise TrainingError(f"--model-size must be one of {', '.join(MODEL_SIZES)}, got {model_size!r}")
     if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
         raise TrainingError(
             f"--image-size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels, got {image_size} "
