@@ -42,7 +42,6 @@ from training.settings import (
     MAP_SCALES,
     MODEL_SIZES,
     PENALTY_CROPS,
-    STUDENT_CROPS,
 )
 
 NORMAL_PROB, ABNORMAL_PROB = 0.0, 1.0
@@ -101,7 +100,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             anomaly_map=args.anomaly_map,
             map_scale=args.map_scale,
             penalty_crop=args.penalty_crop,
-            student_crop=args.student_crop,
             imagenet_dir=args.imagenet_dir,
             keep_checkpoint=args.keep_checkpoint,
         )
@@ -143,7 +141,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "anomaly_map": model.card.extra.get("anomaly_map"),
         "map_scale": model.card.extra.get("map_scale"),
         "penalty_crop": model.card.extra.get("penalty_crop"),
-        "student_crop": model.card.extra.get("student_crop"),
         "penalty_set": str(args.imagenet_dir) if args.imagenet_dir else "scikit-image photographs",
         "stopped_by": card.extra.get("stopped_by", "max-steps"),
         "train_images": card.train_images,
@@ -216,12 +213,6 @@ def main(argv: list[str] | None = None) -> int:
         choices=PENALTY_CROPS,
         default=PENALTY_CROPS[0],
         help="as inspectd train --penalty-crop",
-    )
-    parser.add_argument(
-        "--student-crop",
-        choices=STUDENT_CROPS,
-        default=STUDENT_CROPS[0],
-        help="as inspectd train --student-crop",
     )
     parser.add_argument(
         "--imagenet-dir", type=Path, help="as inspectd train --imagenet-dir (the penalty image set)"

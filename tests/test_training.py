@@ -390,7 +390,6 @@ def test_tiny_export_has_layout_and_valid_card(tiny_model: Path) -> None:
     assert card.extra["anomaly_map"] == "student-teacher map"  # random teacher
     assert (card.extra["map_scale"], card.extra["map_scale_images"]) == ("position", 8)  # all of them
     assert card.extra["penalty_crop"] == "half"
-    assert card.extra["student_crop"] == "full"
     assert card.extra["max_minutes"] == 29.0 and card.extra["time_reserve_seconds"] >= 60.0  # the floor
     names = sorted(p.name for p in tiny_model.iterdir())
     assert names == ["model.json", "train_hashes.txt", "weights"]  # work dir and checkpoints removed

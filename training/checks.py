@@ -6,14 +6,7 @@ from pathlib import Path
 
 from inspectd.export import CHECKPOINTS, LAST_CHECKPOINT, XML_IN_EXPORT
 from training.errors import TrainingError
-from training.settings import (
-    ANOMALY_MAPS,
-    EXPORT_PRECISIONS,
-    MAP_SCALES,
-    MODEL_SIZES,
-    PENALTY_CROPS,
-    STUDENT_CROPS,
-)
+from training.settings import ANOMALY_MAPS, EXPORT_PRECISIONS, MAP_SCALES, MODEL_SIZES, PENALTY_CROPS
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 256, 1024  # below 256 the autoencoder's 8x8 bottleneck conv fails
 PRECISIONS = ("bf16-mixed", "32-true")  # Lightning's names for --train-precision bf16 | fp32
@@ -55,23 +48,16 @@ def check_options(
     anomaly_map: str = ANOMALY_MAPS[0],
     map_scale: str = MAP_SCALES[0],
     penalty_crop: str = PENALTY_CROPS[0],
-    student_crop: str = STUDENT_CROPS[0],
 ) -> None:
     choices = {
         "--anomaly-map": (anomaly_map, ANOMALY_MAPS),
         "--map-scale": (map_scale, MAP_SCALES),
         "--penalty-crop": (penalty_crop, PENALTY_CROPS),
-        "--student-crop": (student_crop, STUDENT_CROPS),
         "--model-size": (model_size, MODEL_SIZES),
     }
     for flag, (value, allowed) in choices.items():
         if value not in allowed:
             raise TrainingError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
-    if student_crop != STUDENT_CROPS[0] and anomaly_map != ANOMALY_MAPS[0]:
-        raise TrainingError(
-            f"--student-crop {student_crop} needs --anomaly-map {ANOMALY_MAPS[0]}: the autoencoder's "
-            "map is learnt from whole images"
-        )
     if max_steps < 1:
         raise TrainingError(f"--max-steps must be at least 1, got {max_steps}")
     if not 0 < learning_rate < 1:

@@ -29,7 +29,6 @@ from training.settings import (
     MAP_SCALES,
     MODEL_SIZES,
     PENALTY_CROPS,
-    STUDENT_CROPS,
 )
 
 PRECISION_FLAGS = {"auto": None, "bf16": "bf16-mixed", "fp32": "32-true"}  # -> Lightning's names
@@ -138,15 +137,6 @@ def _add_model_options(train: argparse.ArgumentParser) -> None:
         "of anomalib's, whose pass costs a fifth as much, so a step costs about 0.6 of a full one and "
         "more steps fit in --max-minutes; full: anomalib's centre crop at the input side "
         "(default: %(default)s)",
-    )
-    train.add_argument(
-        "--student-crop",
-        choices=STUDENT_CROPS,
-        default=STUDENT_CROPS[0],
-        help="the training image the student learns the teacher's output on, each step: full: the "
-        "whole image (anomalib's); half: a random crop half the input side across, learnt against the "
-        "teacher's output on the whole image cut to the same positions, whose pass costs about a fifth, "
-        "so more steps fit in --max-minutes (--anomaly-map student-teacher only; default: %(default)s)",
     )
     train.add_argument(
         "--train-precision",
@@ -319,7 +309,6 @@ def options_from(args: argparse.Namespace) -> TrainOptions:
         anomaly_map=args.anomaly_map,
         map_scale=args.map_scale,
         penalty_crop=args.penalty_crop,
-        student_crop=args.student_crop,
         train_precision=PRECISION_FLAGS[args.train_precision],
         threshold_policy=args.threshold_policy,
         max_minutes=args.max_minutes,

@@ -140,7 +140,6 @@ def _card(recipe: Recipe, run: _Run) -> ModelCard:
             "map_scale": "position" if run.map_scale_images else "none",
             "map_scale_images": run.map_scale_images,
             "penalty_crop": o.penalty_crop,
-            "student_crop": o.student_crop,
             "early_stopping": run.early_stopping,
             "final_learning_rate": run.final_learning_rate,
             "learning_rate_dropped_at_step": run.learning_rate_dropped_at,
@@ -201,7 +200,6 @@ def _fit_and_export(recipe: Recipe, output: Path, since: float) -> _Run:
             anomaly_map=o.anomaly_map,
             map_scale=o.map_scale,
             penalty_crop=o.penalty_crop,
-            student_crop=o.student_crop,
         )
         scale_images = MAX_IMAGES if model.scale_positions else 0
         budget = TimeBudget(o.max_minutes, since=since, scale_images=scale_images) if o.max_minutes else None

@@ -24,14 +24,7 @@ from training.eval_mode import evaluating
 from training.lite_teacher import PDN_BORDER, FrozenLiteTeacher
 from training.position_scale import position_scale, resized
 from training.score_scale import UnclippedPostProcessor
-from training.settings import (
-    ANOMALY_MAPS,
-    DEFAULT_LEARNING_RATE,
-    MAP_SCALES,
-    PENALTY_CROPS,
-    STUDENT_CROPS,
-)
-from training.student_crop import crop_side, random_window
+from training.settings import ANOMALY_MAPS, DEFAULT_LEARNING_RATE, MAP_SCALES, PENALTY_CROPS
 from training.teacher import Teacher, apply_teacher
 from training.teacher_memo import TeacherMemo
 
@@ -78,18 +71,12 @@ class StudentTeacherScoring(EfficientAdModel):
 
     ``map_scale`` divides the map at each position before the padding and the resize
     (``training.position_scale``); ones (1x1) until it is measured, i.e. anomalib's map.
-
-    ``crop_side`` (pixels, 0 for none): in training, the student sees a random crop of that side
-    of each image and learns the teacher's output on the matching window (``training.student_crop``).
     """
 
     map_scale: torch.Tensor
 
     def __init__(
-        self,
-        teacher_out_channels: int = 384,
-        model_size: EfficientAdModelSize = EfficientAdModelSize.S,
-        crop_side: int = 0,
+        self, teacher_out_channels: int = 384, model_size: EfficientAdModelSize = EfficientAdModelSize.S
     ) -> None:
         super().__init__(teacher_out_channels=teacher_out_channels, model_size=model_size)
         network = (
@@ -100,7 +87,6 @@ class StudentTeacherScoring(EfficientAdModel):
         self.student = network(out_channels=teacher_out_channels)
         self.ae = NoAutoencoder()  # type: ignore[assignment]
         self.teacher_memo = TeacherMemo()
-        self.crop_side = crop_side
         self.register_buffer("map_scale", torch.ones(1, 1, 1, 1))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
@@ -122,16 +108,11 @@ class StudentTeacherScoring(EfficientAdModel):
 
     def compute_student_teacher_distance(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """anomalib's, except that in training the teacher's output comes from ``teacher_memo``
-        when the image was seen before (the teacher is frozen, so it is the same output), and that
-        with a ``crop_side`` the student sees a random crop and the teacher's output is cut to
-        the window the crop gives."""
+        when the image was seen before (the teacher is frozen, so it is the same output)."""
         if not self.training or torch.jit.is_tracing():
             return super().compute_student_teacher_distance(batch)
         with torch.no_grad():
             teacher_output = self._normalize_teacher(self.teacher_memo(batch, self.teacher))
-        window = random_window(batch.shape[-2], batch.shape[-1], self.crop_side)
-        if window is not None:
-            batch, teacher_output = window.of_image(batch), window.of_grid(teacher_output)
         student_output = self.student(batch)
         distance_st = torch.pow(teacher_output - student_output[:, : self.teacher_out_channels, :, :], 2)
         return student_output, distance_st
@@ -215,7 +196,6 @@ class InspectdEfficientAd(EfficientAd):
         anomaly_map: str = ANOMALY_MAPS[0],
         map_scale: str = MAP_SCALES[0],
         penalty_crop: str = PENALTY_CROPS[0],
-        student_crop: str = STUDENT_CROPS[0],
     ) -> None:
         super().__init__(
             imagenet_dir=imagenet_dir,
@@ -226,11 +206,7 @@ class InspectdEfficientAd(EfficientAd):
         )
         if anomaly_map_for(anomaly_map) == STUDENT_TEACHER_MAP:
             # anomalib's defaults, as EfficientAd.__init__ passes them
-            self.model = StudentTeacherScoring(
-                teacher_out_channels=384,
-                model_size=self.model_size,
-                crop_side=crop_side(student_crop, image_size),
-            )
+            self.model = StudentTeacherScoring(teacher_out_channels=384, model_size=self.model_size)
         self.model.teacher = teacher_network(teacher, model_size)  # type: ignore[assignment]
         self.scale_positions = map_scale == "position" and isinstance(self.model, StudentTeacherScoring)
         self.map_scale_images = 0  # how many training images the last measured map_scale took

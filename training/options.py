@@ -21,7 +21,6 @@ from training.settings import (
     DEFAULT_PATIENCE,
     MAP_SCALES,
     PENALTY_CROPS,
-    STUDENT_CROPS,
 )
 
 
@@ -45,7 +44,6 @@ class TrainOptions:
     anomaly_map: str = ANOMALY_MAPS[0]  # student-teacher | both (training.model.anomaly_map_for)
     map_scale: str = MAP_SCALES[0]  # position | none (training.position_scale)
     penalty_crop: str = PENALTY_CROPS[0]  # half | full (training.model.InspectdEfficientAd)
-    student_crop: str = STUDENT_CROPS[0]  # full | half (training.student_crop)
     train_precision: str | None = None
     threshold_policy: str | None = None
     max_minutes: float | None = DEFAULT_MAX_MINUTES

@@ -22,10 +22,6 @@ MAP_SCALES = ("position", "none")
 # side across (a quarter of the pixels, so its pass costs a fifth of anomalib's; same scale), or
 # anomalib's centre crop at the full input side
 PENALTY_CROPS = ("half", "full")
-# --student-crop, the first is the default: the training image the student learns the teacher's
-# output on, whole (anomalib's), or a random crop half the input side across whose output is the
-# matching window of the whole image's (training.student_crop; its pass costs about a fifth)
-STUDENT_CROPS = ("full", "half")
 DEFAULT_CHECKPOINT_EVERY = 100  # 40 s to 10 min of training between checkpoints at 0.4-6 s/step
 DEFAULT_OPSET = 18
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
