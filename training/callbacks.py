@@ -27,7 +27,8 @@ from inspectd.export import LAST_CHECKPOINT
 # ELPV mono (353 training and 88 held-out images, 2-core AVX2 CPU, 0.19 s per pass): the map scale
 # and the held-out validation took 214 s for 288 images (3.9 passes each), the export 39 s (200
 # passes), scoring the held-out images through the export about 30 s (1.8 passes each). With 4 and
-# 200 a default run kept 236 s and needed 278 s (train() 29.7 minutes against 29), hence 5 and 240.
+# 200 a default run kept 236 s and needed 278 s (train() 29.7 minutes against 29), hence 5 and 240;
+# with those, mono kept 268 s and took 28.7 minutes, poly (552 training images) 350 s and 28.0.
 PASSES_PER_SCORED_IMAGE = 5.0  # map scale and validation: teacher, student, maps, metrics
 PASSES_PER_CALIBRATION_IMAGE = 2.0  # the exported model scoring a held-out image
 PASSES_FOR_EXPORT = 240.0  # ONNX trace and OpenVINO conversion

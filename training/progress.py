@@ -107,7 +107,7 @@ class TrainingProgress(Callback):
             per_step = (now - self._first_step_at) / (step - self._first_step)
             left = per_step * (self.total - step)
             if self.budget is not None:
-                left = min(left, self.budget.deadline - now)
+                left = min(left, self.budget.left())
             parts += [f"{per_step:.2f} s/step", f"ETA {format_duration(left)}"]
         parts.append(f"elapsed {format_duration(now - self._started)}")
         return "  ".join(parts)

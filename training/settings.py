@@ -28,8 +28,8 @@ EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 # The CLI's wall-clock cap on the whole run, from the command's start to the written export: training
 # stops early enough for the map scale, calibration and export, timed by this CPU's own teacher passes
 # (training.callbacks.TimeBudget), so a default run ends within 30 minutes on a slow CPU too (a
-# 2-core AVX2 CPU needs about 5 minutes after training, an AVX-512/AMX one about 1). Until 26 minutes
-# of training alone, which took a 2-core AVX2 CPU to 31 minutes.
+# 2-core AVX2 CPU needs about 5 minutes after training, an AVX-512/AMX one about 1). It used to be
+# 26 minutes of training alone, which took a 2-core AVX2 CPU's run to 31 minutes.
 DEFAULT_MAX_MINUTES = 29.0
 # Held-out AUROC every N steps when abnormal images exist; stop after PATIENCE evaluations
 # without improvement. One evaluation scores the held-out set twice (~0.3 s/image on 2 cores).
