@@ -9,7 +9,8 @@ Everything after ``--`` goes to ``benchmarks/elpv.py`` (same split, same default
 ``--hard-quantile Q``: EfficientAD's hard-feature loss averages the student's squared misses at
 or above their Q-quantile (anomalib and the paper: 0.999, about 1,200 of 1.2 million per step).
 A lower Q gives the gradient more of them, which might learn faster in the few steps a slow CPU
-fits; 0 is the plain mean.
+fits; 0 is the plain mean (every miss is at or above the smallest). The script sets
+``StudentTeacherScoring.hard_quantile``, which the training reads.
 
 ``--ema-decay D``: keeps an exponential moving average of the student's weights (decay D per
 step) and copies it into the student when training ends. Lightning calls ``on_train_end`` after
@@ -25,34 +26,12 @@ from typing import Any
 
 import elpv  # this folder: run as a script
 import torch
-from anomalib.models.image.efficient_ad.torch_model import reduce_tensor_elems
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 import training.fit
 from training.model import StudentTeacherScoring
-
-
-def hard_feature_loss(quantile: float) -> Any:
-    """``StudentTeacherScoring.student_losses`` with the hard-feature quantile ``quantile``."""
-
-    def student_losses(
-        self: StudentTeacherScoring, batch_imagenet: torch.Tensor | None, distance_st: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if batch_imagenet is None:
-            raise ValueError("training needs a penalty-set image with every batch")
-        distance_st = reduce_tensor_elems(distance_st)
-        if quantile > 0:
-            loss_hard = torch.mean(distance_st[distance_st >= torch.quantile(distance_st, quantile)])
-        else:
-            loss_hard = torch.mean(distance_st)
-        penalty = self.student(batch_imagenet)[:, : self.teacher_out_channels, :, :]
-        loss_st = loss_hard + torch.mean(penalty**2)
-        zero = torch.zeros((), device=loss_st.device)
-        return loss_st, zero, zero
-
-    return student_losses
 
 
 class StudentEma(Callback):
@@ -99,7 +78,7 @@ def main() -> int:
     if args.hard_quantile is not None:
         if not 0 <= args.hard_quantile < 1:
             parser.error("--hard-quantile must be at least 0 and below 1")
-        StudentTeacherScoring.student_losses = hard_feature_loss(args.hard_quantile)  # type: ignore[method-assign]
+        StudentTeacherScoring.hard_quantile = args.hard_quantile
     if args.ema_decay is not None:
         if not 0 < args.ema_decay < 1:
             parser.error("--ema-decay must be between 0 and 1")
@@ -110,7 +89,7 @@ def main() -> int:
             return engine(**kwargs)
 
         training.fit.Engine = engine_with_ema  # type: ignore[assignment,misc]
-    quantile = 0.999 if args.hard_quantile is None else args.hard_quantile
+    quantile = StudentTeacherScoring.hard_quantile
     print(f"hard-feature quantile {quantile}, student EMA decay {args.ema_decay}", flush=True)
     rest = args.elpv_args[1:] if args.elpv_args[:1] == ["--"] else args.elpv_args
     return elpv.main(rest)

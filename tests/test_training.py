@@ -411,3 +411,22 @@ def test_tiny_export_takes_any_rgb_size_and_scores_in_unit_range(tiny_model: Pat
     # strictly inside: the export's scale never clips (training.score_scale)
     assert score.shape == (1, 1) and 0.0 < float(score[0, 0]) < 1.0
     assert out[compiled.output("anomaly_map")].shape == (1, 1, 256, 256)
+
+
+def test_the_hard_feature_loss_averages_the_misses_at_or_above_its_quantile() -> None:
+    """anomalib's 0.999 by default; ``hard_quantile = 0`` is the plain mean (what
+    benchmarks/student_variants.py sets to try other quantiles)."""
+    from training.model import StudentTeacherScoring
+
+    network = StudentTeacherScoring()
+    penalty = torch.zeros(1, 3, 64, 64)
+    with torch.no_grad():
+        penalty_term = torch.mean(network.student(penalty) ** 2)
+    distance = torch.arange(1.0, 10_001.0).reshape(1, 1, 100, 100)  # 1 .. 10,000
+    with torch.no_grad():
+        default, *_ = network.student_losses(penalty, distance)
+        network.hard_quantile = 0.0
+        plain, *_ = network.student_losses(penalty, distance)
+    assert StudentTeacherScoring.hard_quantile == 0.999
+    torch.testing.assert_close(default - penalty_term, torch.tensor(9995.5))  # mean of 9,991 .. 10,000
+    torch.testing.assert_close(plain - penalty_term, torch.tensor(5000.5))
