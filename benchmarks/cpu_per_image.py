@@ -10,7 +10,10 @@ then the daemon draining the same frames as a backlog (``model.backlog_streams``
 precision), and reads the CPU time of both processes from /proc. The daemon's share is split into
 its main thread (claims, rows, moves), the threads alive at the end (OpenVINO's stream threads and
 watchdog's) and the threads that ended: one per judged image, which hashes, decodes and hands it
-to OpenVINO. The frames are ``inspectd bench``'s 256x256 PNGs.
+to OpenVINO. The frames are ``inspectd bench``'s, 256x256 PNGs unless ``--size`` and ``--format``
+say otherwise (``--size 1280x1024 --format jpg``: camera frames, which the daemon decodes at the
+model's input size and raw OpenVINO gets decoded beforehand, so their decoding is in the daemon's
+share alone).
 """
 
 from __future__ import annotations
@@ -101,12 +104,18 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=480)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--precision", choices=("f32", "bf16"), help="default: bf16 where the CPU has it")
+    parser.add_argument("--size", default="256x256", metavar="WxH", help="frame size (default 256x256)")
+    parser.add_argument("--format", choices=("png", "jpg"), default="png", help="frame file format")
     args = parser.parse_args()
+    try:
+        width, height = (int(side) for side in args.size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--size {args.size!r}: use WIDTHxHEIGHT, e.g. 1280x1024")
     precision = args.precision or cpu_precisions()[-1]
     xml = locate_xml(args.model)
     with tempfile.TemporaryDirectory(prefix="inspectd-cpu-") as tmp:
         work = Path(tmp)
-        frames = write_images(work / "frames", args.images, (256, 256), "png")
+        frames = write_images(work / "frames", args.images, (width, height), args.format)
         tensors = input_tensors(xml, frames)
         config = daemon_config(work, args.model.resolve())
         data = yaml.safe_load(config.read_text(encoding="utf-8"))
@@ -114,8 +123,8 @@ def main() -> None:
         config.write_text(yaml.safe_dump(data), encoding="utf-8")
         inbox, db = work / "inbox", work / "bench.db"
         inbox.mkdir()
-        shutil.copy(frames[0], inbox / "warmup.png")
-        print(f"{args.images} PNG frames 256x256 per round, {precision}")
+        shutil.copy(frames[0], inbox / f"warmup.{args.format}")
+        print(f"{args.images} {args.format.upper()} frames {width}x{height} per round, {precision}")
         with daemon_child(config, work) as proc:
             wait_for(functools.partial(judged_at_least, db, 1), 180, proc)
             for round_no in range(args.rounds):
