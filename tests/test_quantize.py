@@ -11,7 +11,25 @@ from daemon.cli import main
 from inspectd.card import read_card
 from inspectd.export import XML_IN_EXPORT
 from inspectd.scorer import Model
-from training.quantize import spearman
+from training.quantize import map_tail, spearman
+
+
+def fake_quantizers(xml: Path, original: Path) -> tuple[int, list[str]]:
+    """How many FakeQuantize nodes the INT8 IR has, and the nodes of the original's map tail any
+    of them feeds."""
+    import openvino as ov
+
+    model = ov.Core().read_model(xml)
+    tail = set(map_tail(ov.Core().read_model(original)))
+    assert tail, "the original IR has no map tail"
+    quantizers = [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
+    fed = {
+        target.get_node().get_friendly_name()
+        for op in quantizers
+        for out in op.outputs()
+        for target in out.get_target_inputs()
+    }
+    return len(quantizers), sorted(fed & tail)
 
 
 @pytest.mark.timeout(900)
@@ -33,6 +51,10 @@ def test_quantize_writes_an_int8_export_the_daemon_loads(
     assert (out / "train_hashes.txt").read_text() == (tiny_model / "train_hashes.txt").read_text()
     # the IR holds INT8 weights
     assert "i8" in (out / XML_IN_EXPORT).read_text() or "u8" in (out / XML_IN_EXPORT).read_text()
+    # the networks are quantised, the map made of their outputs is not: no rounding of the
+    # teacher's and the student's outputs before their difference is squared
+    quantizers, into_tail = fake_quantizers(out / XML_IN_EXPORT, tiny_model / XML_IN_EXPORT)
+    assert quantizers and not into_tail, into_tail
     images = sorted(normal.glob("*.png")) + sorted(abnormal.glob("*.png"))
     # f32 for the float parts of both: on a CPU with bf16 the daemon's
     # `auto` may pick bf16, whose rounding would blur this near-flat tiny model's ranks
@@ -87,3 +109,21 @@ def test_train_precision_int8_exports_through_the_same_guard(
     else:  # the guard refused: the fp32 export stays, and the user is told
         assert "int8_refused" in card.extra and any("fp32 export is kept" in w for w in warnings)
     assert Model(tmp_path / "m", tmp_path / "cache").score(sorted(abnormal.glob("*.png"))[0]).score >= 0
+
+
+@pytest.mark.timeout(900)
+def test_a_frozen_lite_teachers_map_stays_in_float(surface_set: tuple[Path, Path], tmp_path: Path) -> None:
+    """With the offline default's kind of teacher NNCF rounded the teacher's and the student's
+    outputs to 256 levels right before their difference (ELPV: AUROC 0.939 -> 0.714); the
+    networks are quantised, the map is not."""
+    from training.fit import train
+    from training.options import TrainOptions
+    from training.quantize import _quantized_ir
+
+    normal, _abnormal = surface_set
+    card = train(TrainOptions(normal, tmp_path / "model", max_steps=2, teacher="lite0", seed=0))
+    images = sorted(normal.glob("*.png"))
+    original = tmp_path / "model" / XML_IN_EXPORT
+    xml = _quantized_ir(original, card, images, len(images), tmp_path / "int8.xml")
+    quantizers, into_tail = fake_quantizers(xml, original)
+    assert quantizers > 50 and not into_tail, into_tail

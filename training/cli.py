@@ -360,7 +360,8 @@ def _add_quantize(commands: Any) -> None:
         help="write an INT8 copy of an export, only if it scores like the original",
         description=(
             "Quantise an existing export to INT8 with NNCF (post-training, activation statistics "
-            "from --calibration, good parts decoded as the daemon decodes them), then guard it: "
+            "from --calibration, good parts decoded as the daemon decodes them; the networks in "
+            "INT8, the anomaly map made of their outputs in float), then guard it: "
             "both models score the good parts (and --abnormal, if given) through the daemon's own "
             "scorer. With --abnormal the image AUROC may drop by at most --max-auroc-drop; without, "
             "the INT8 scores must rank the good parts like the original (Spearman's rho >= "
