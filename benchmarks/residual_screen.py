@@ -72,13 +72,17 @@ def blur(maps: torch.Tensor) -> torch.Tensor:
     return functional.avg_pool2d(maps.unsqueeze(1), 3, 1, 1, count_include_pad=False).squeeze(1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def checkpoint_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The arguments of a screen of a kept checkpoint: its data folder, the checkpoint, the size."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
+    return parser
+
+
+def main() -> None:
+    parser = checkpoint_parser(__doc__)
     parser.add_argument(
         "--fit-images", type=int, metavar="N", help="fit on N training normals (default: all)"
     )
