@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from soak import cpu_seconds, judged_at_least  # this folder: run as a script
 
-from daemon.bench import daemon_child, daemon_config, decided_count, wait_for, write_images
+from daemon.bench import daemon_child, daemon_config, decided_count, frame_size, wait_for, write_images
 from daemon.bench.drain import decided, drain_rate, wait_settled
 from daemon.bench.raw import input_tensors
 from inspectd.export import locate_xml
@@ -108,9 +108,9 @@ def main() -> None:
     parser.add_argument("--format", choices=("png", "jpg"), default="png", help="frame file format")
     args = parser.parse_args()
     try:
-        width, height = (int(side) for side in args.size.lower().split("x"))
-    except ValueError:
-        parser.error(f"--size {args.size!r}: use WIDTHxHEIGHT, e.g. 1280x1024")
+        width, height = frame_size(args.size)
+    except ValueError as exc:
+        parser.error(str(exc))
     precision = args.precision or cpu_precisions()[-1]
     xml = locate_xml(args.model)
     with tempfile.TemporaryDirectory(prefix="inspectd-cpu-") as tmp:

@@ -14,6 +14,7 @@ from daemon.bench import (
     backlog_batch_for,
     backlog_streams_for,
     drain_rate,
+    frame_size,
     overlay_lag,
     settled,
     wait_settled,
@@ -194,3 +195,12 @@ def test_after_a_drain_the_raw_timing_waits_for_the_last_moves_and_overlays(tmp_
     (heatmaps / "2-rejected.png").write_bytes(b"png")
     assert settled(db, heatmaps) and wait_settled(db, heatmaps, timeout=0.2)
     engine.dispose()
+
+
+def test_frame_sizes_are_read_as_width_by_height(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert frame_size("1280x1024") == (1280, 1024) and frame_size("256X256") == (256, 256)
+    for text in ("1280", "12x", "axb", "1x2x3"):
+        with pytest.raises(ValueError, match="use WIDTHxHEIGHT"):
+            frame_size(text)
+    assert main(["bench", "--model", str(tmp_path), "--size", "12x"]) == 1
+    assert "--size '12x': use WIDTHxHEIGHT, e.g. 1280x1024" in capsys.readouterr().err

@@ -58,7 +58,7 @@ from daemon.bench.drain import (
     wait_for,
     wait_settled,
 )
-from daemon.bench.frames import cpu_name, write_images
+from daemon.bench.frames import cpu_name, frame_size, write_images
 from daemon.bench.raw import (
     CONFIRM_S,
     backlog_batch_for,
@@ -83,6 +83,7 @@ __all__ = [
     "daemon_config",
     "decided_count",
     "drain_rate",
+    "frame_size",
     "overlay_lag",
     "settled",
     "wait_for",

@@ -18,6 +18,15 @@ def cpu_name() -> str:
     return "unknown CPU"
 
 
+def frame_size(text: str) -> tuple[int, int]:
+    """``--size WxH`` as (width, height); ValueError with the message a user sees."""
+    try:
+        width, height = (int(side) for side in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size {text!r}: use WIDTHxHEIGHT, e.g. 1280x1024") from None
+    return width, height
+
+
 def write_images(folder: Path, n: int, size: tuple[int, int], fmt: str, seed: int = 0) -> list[Path]:
     """Camera-like test frames: a lit, grainy surface, each one different."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -156,9 +156,9 @@ def register_bench(commands: Any) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     try:
-        width, height = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        raise InspectdError(f"--size {args.size!r}: use WIDTHxHEIGHT, e.g. 1280x1024") from None
+        width, height = benchmark.frame_size(args.size)
+    except ValueError as exc:
+        raise InspectdError(str(exc)) from None
     if args.images < 3 or width < 32 or height < 32 or args.rounds < 1:
         raise InspectdError("--images must be at least 3, --size at least 32x32 and --rounds at least 1")
     result = benchmark.bench(
