@@ -112,11 +112,6 @@ def penalty_crops(size: int, seed: int) -> list[torch.Tensor]:
     return photos
 
 
-def hard_feature_loss(distance: torch.Tensor, quantile: float) -> torch.Tensor:
-    flat = distance.flatten()
-    return flat[flat >= torch.quantile(flat, quantile)].mean()
-
-
 class Screen:
     """The images, the teacher's outputs on them and the student being rated."""
 
@@ -156,7 +151,9 @@ class Screen:
         else:
             calibration = nncf.Dataset(chosen)
             self.model.teacher = nncf.quantize(self.model.teacher, calibration, subset_size=n)
-            self.student = nncf.quantize(self.student, calibration, subset_size=n)
+            # a quantised copy, put in the model so that the model's own training loss trains it
+            self.model.student = nncf.quantize(self.model.student, calibration, subset_size=n)
+            self.student = self.model.student
         self.teach()
 
     def rate(self, name: str) -> float:
@@ -200,8 +197,7 @@ class Screen:
                 crop = (crop * LUMA[:, None, None]).sum(1, keepdim=True).expand(-1, 3, -1, -1)
             output = self.student(normals[index : index + 1])[:, :CHANNELS]
             distance = (targets[index : index + 1] - output).pow(2)
-            penalty = self.student(crop).pow(2).mean()
-            loss = hard_feature_loss(distance, StudentTeacherScoring.hard_quantile) + penalty
+            loss, *_ = self.model.student_losses(crop, distance)  # hard-feature term and penalty
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
