@@ -3,12 +3,13 @@ original, and nothing written when the guard refuses."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from daemon.cli import main
-from inspectd.card import read_card
+from inspectd.card import compute_model_id, read_card, write_card
 from inspectd.export import XML_IN_EXPORT
 from inspectd.scorer import Model
 from training.quantize import map_tail, spearman
@@ -47,6 +48,7 @@ def test_quantize_writes_an_int8_export_the_daemon_loads(
     assert card.extra["export_precision"] == "int8"
     guard = card.extra["quantization"]["guard"]
     assert guard["passed"] and guard["n_normal"] == 10 and guard["n_abnormal"] == 6
+    assert 0 < guard["int8_layers"] <= guard["layers"]
     assert card.extra["quantized_from"]["model_id"] == original.model_id
     assert (out / "train_hashes.txt").read_text() == (tiny_model / "train_hashes.txt").read_text()
     # the IR holds INT8 weights
@@ -80,6 +82,42 @@ def test_a_refused_int8_model_is_not_written(
     (tmp_path / "few").mkdir()
     assert main([*args[:3], "--calibration", str(tmp_path / "few"), "--output", str(out)]) == 1
     assert "give at least 10 good parts" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(900)
+def test_accuracy_control_puts_layers_back_into_float(
+    tiny_model: Path, surface_set: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--max-float-layers N: NNCF's accuracy control reverts layers to float, N rounds at most,
+    while the AUROC drop is over the limit; the IR it gives keeps every output of the original
+    (anomalib's boolean pred_label and pred_mask too, which NNCF could not rank by) and the
+    daemon scores with it. The tiny model keeps its AUROC of 1 in INT8, so the metric NNCF is
+    given rates the original 1 and every later model 0: nothing meets the limit."""
+    import itertools
+
+    import openvino as ov
+
+    import training.quantize
+    from training.quantize import QuantizeOptions, _quantized_ir, int8_layers
+
+    normal, abnormal = surface_set
+    card = read_card(tiny_model / XML_IN_EXPORT)
+    normals, abnormals = sorted(normal.glob("*.png")), sorted(abnormal.glob("*.png"))
+
+    def quantized(n: int) -> Path:
+        rated = itertools.count()
+        monkeypatch.setattr(training.quantize, "auroc", lambda _good, _bad: 1.0 if next(rated) == 0 else 0.0)
+        o = QuantizeOptions(tiny_model, normal, tmp_path, max_auroc_drop=0.01, max_float_layers=n)
+        out = tmp_path / f"float-{n}" / XML_IN_EXPORT
+        return _quantized_ir(tiny_model / XML_IN_EXPORT, card, normals, 10, out, o=o, abnormals=abnormals)
+
+    (plain, total), controlled = int8_layers(quantized(0)), quantized(2)
+    assert 0 < int8_layers(controlled)[0] < plain <= total, (int8_layers(controlled), plain, total)
+    names = [out.get_any_name() for out in ov.Core().read_model(controlled).outputs]
+    assert names == [out.get_any_name() for out in ov.Core().read_model(tiny_model / XML_IN_EXPORT).outputs]
+    export = controlled.parents[2]
+    write_card(export, dataclasses.replace(card, model_id=compute_model_id(controlled)))
+    assert Model(export, tmp_path / "cache", precision="f32").score(abnormals[0]).score >= 0
 
 
 @pytest.mark.timeout(900)

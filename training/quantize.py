@@ -1,10 +1,15 @@
 """``inspectd quantize``: an INT8 copy of an existing export, written only if it scores like the
 original.
 
-NNCF's post-training quantisation (``nncf.quantize``) on the OpenVINO IR, with activation
-statistics from the user's good parts decoded the way the daemon decodes them; the convolutions
-run in INT8, the map made of the networks' outputs stays in float (``map_tail``). Then the guard
-scores a validation set with both models through the daemon's own scorer:
+NNCF's post-training quantisation on the OpenVINO IR, with activation statistics from the user's
+good parts decoded the way the daemon decodes them; the convolutions run in INT8, the map made of
+the networks' outputs stays in float (``map_tail``). With defective parts and
+``max_float_layers`` > 0, NNCF's accuracy control (``nncf.quantize_with_accuracy_control``) may
+hand up to that many layers back to float, one ranking round each, until the AUROC drop is within
+the limit; it is off by default: on the ELPV mono export it ranked by how far each layer moves the
+outputs, put two of the teacher's convolutions back into float and made the drop worse (0.042 ->
+0.113 -> 0.143), at about 7 minutes a round on 2 cores (benchmarks/RESULTS.md, Speed). Then the
+guard scores a validation set with both models through the daemon's own scorer:
 
 - with ``--abnormal``: the image AUROC may drop by at most ``--max-auroc-drop``;
 - without: the INT8 scores must rank the good parts like the original (Spearman's rho at least
@@ -53,7 +58,12 @@ class QuantizeOptions:
     min_rank_correlation: float = 0.95
     max_frr_rise: float = 0.02
     subset_size: int = 300  # NNCF's statistics sample
+    max_float_layers: int = 0  # with abnormal parts: NNCF's accuracy control may revert this many
     overwrite: bool = False
+
+
+# NNCF ranks the layers by how far their rounding moves the outputs of this many validation images
+RANKING_IMAGES = 100
 
 
 def quantize(o: QuantizeOptions, say: Callable[[str], None] = lambda _: None) -> ModelCard:
@@ -67,12 +77,22 @@ def quantize(o: QuantizeOptions, say: Callable[[str], None] = lambda _: None) ->
             f"--calibration {o.calibration}: {len(normals)} image(s); give at least "
             f"{MIN_CALIBRATION_IMAGES} good parts (a few hundred is better)"
         )
+    if o.max_float_layers < 0:
+        raise TrainingError(f"--max-float-layers {o.max_float_layers}: give 0 or more")
     _check_output(o)
     say(f"quantize: statistics from {min(len(normals), o.subset_size)} of {len(normals)} good parts")
     with tempfile.TemporaryDirectory(prefix="inspectd-quantize-") as tmp:
         work = Path(tmp)
         staged = work / "export"
-        int8_xml = _quantized_ir(xml, card, normals, o.subset_size, staged / XML_IN_EXPORT)
+        if abnormals and o.max_float_layers > 0:
+            say(
+                f"quantize: NNCF's accuracy control: up to {o.max_float_layers} layer(s) may go back "
+                f"to float to keep the AUROC drop within {o.max_auroc_drop}"
+            )
+        target = staged / XML_IN_EXPORT
+        int8_xml = _quantized_ir(xml, card, normals, o.subset_size, target, o=o, abnormals=abnormals)
+        layers = int8_layers(int8_xml)
+        say(f"quantize: {layers[0]} of {layers[1]} layers in INT8")
         _copy_side_files(xml, staged)
         provisional = dataclasses.replace(card, model_id=compute_model_id(int8_xml))
         write_card(staged, provisional)
@@ -81,7 +101,12 @@ def quantize(o: QuantizeOptions, say: Callable[[str], None] = lambda _: None) ->
         q, q_ms = _scores(int8_xml, [*normals, *abnormals], work / "cache-int8")
         n = len(normals)
         guard = guard_figures(o, card.threshold, Scored(fp[:n], fp[n:]), Scored(q[:n], q[n:]))
-        guard.update(fp_ms_per_image=round(fp_ms, 1), int8_ms_per_image=round(q_ms, 1))
+        guard.update(
+            fp_ms_per_image=round(fp_ms, 1),
+            int8_ms_per_image=round(q_ms, 1),
+            int8_layers=layers[0],
+            layers=layers[1],
+        )
         if not guard["passed"]:
             raise TrainingError(
                 f"quantize: the INT8 model is refused, nothing written: {guard['reason']} (inference "
@@ -171,28 +196,125 @@ def _check_output(o: QuantizeOptions) -> None:
         raise TrainingError(f"--output {o.output} is not empty; choose a new folder (or pass --overwrite)")
 
 
-def _quantized_ir(xml: Path, card: ModelCard, images: list[Path], subset: int, out: Path) -> Path:
+def _quantized_ir(
+    xml: Path,
+    card: ModelCard,
+    images: list[Path],
+    subset: int,
+    out: Path,
+    *,
+    o: QuantizeOptions | None = None,
+    abnormals: Sequence[Path] = (),
+) -> Path:
+    """The INT8 IR at ``out``: plain post-training quantisation, or with ``abnormals`` (and
+    ``o.max_float_layers``) NNCF's accuracy control against the image AUROC of ``images`` and
+    ``abnormals``."""
     import nncf
     import openvino as ov
 
     height, width = card.image_size
-    tensors = []
-    for path in images[:subset]:
+
+    def tensor(path: Path) -> np.ndarray:
         try:
             pixels = decode_rgb(path, shrink_to=(width, height))
         except InspectdError as exc:
-            raise TrainingError(f"--calibration: {path.name}: {exc}") from exc
-        tensors.append(
-            np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])
-        )  # as OpenVINOInferencer feeds it
+            raise TrainingError(f"{path.name}: {exc}") from exc
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])  # as OpenVINOInferencer feeds it
+
+    calibration = [tensor(path) for path in images[:subset]]
     model = ov.Core().read_model(xml)
     float_tail = nncf.IgnoredScope(names=map_tail(model), validate=False)
-    quantized = nncf.quantize(
-        model, nncf.Dataset(tensors), subset_size=len(tensors), ignored_scope=float_tail
-    )
+    if o is not None and abnormals and o.max_float_layers > 0:
+        from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+        labelled = [(path, 0) for path in images] + [(path, 1) for path in abnormals]
+        quantized = nncf.quantize_with_accuracy_control(
+            _float_outputs(model),
+            nncf.Dataset(calibration),
+            nncf.Dataset(labelled, lambda item: tensor(item[0])),
+            _auroc_of(tensor),
+            max_drop=o.max_auroc_drop,
+            subset_size=len(calibration),
+            ignored_scope=float_tail,
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                max_num_iterations=o.max_float_layers,
+                ranking_subset_size=min(RANKING_IMAGES, len(labelled)),
+                num_ranking_workers=1,
+            ),
+        )
+        quantized = _with_outputs_of(model, quantized)
+    else:
+        quantized = nncf.quantize(
+            model, nncf.Dataset(calibration), subset_size=len(calibration), ignored_scope=float_tail
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, out, compress_to_fp16=False)
     return out
+
+
+def _auroc_of(tensor: Callable[[Path], np.ndarray]) -> Callable[[Any, Any], tuple[float | None, list[Any]]]:
+    """NNCF's validation function: the image AUROC of (path, label) items, and each item's
+    outputs, which NNCF compares between the original and the INT8 model to rank the layers
+    (its "logits" mode; a lone item has no AUROC, which tells NNCF to rank by outputs)."""
+
+    def validate(compiled: Any, items: Any) -> tuple[float | None, list[Any]]:
+        scores: dict[int, list[float]] = {0: [], 1: []}
+        outputs = []
+        score = next((out for out in compiled.outputs if "pred_score" in out.get_names()), compiled.output(0))
+        for path, label in items:
+            result = compiled(tensor(path))
+            outputs.append(list(result.values()))
+            scores[label].append(float(np.asarray(result[score]).reshape(-1)[0]))
+        if not scores[0] or not scores[1]:
+            return None, outputs
+        return auroc(scores[0], scores[1]), outputs
+
+    return validate
+
+
+def _float_outputs(model: Any) -> Any:
+    """A copy of the model without its boolean outputs (anomalib's pred_label and pred_mask, the
+    score and map compared with the exported threshold): NNCF ranks layers by the squared change
+    of every output, which a boolean output cannot give."""
+    view = model.clone()
+    for result in list(view.get_results()):
+        if not result.get_output_element_type(0).is_real():
+            view.remove_result(result)
+    return view
+
+
+def _with_outputs_of(original: Any, quantized: Any) -> Any:
+    """``quantized`` (made from ``_float_outputs(original)``) with the original's other outputs put
+    back, in the original's order: their last nodes are moved over to read the quantized model's
+    nodes of the same names (``original`` is not usable afterwards)."""
+    import openvino as ov
+
+    ops = {op.get_friendly_name(): op for op in quantized.get_ordered_ops()}
+    kept = {out.get_any_name(): out.get_node() for out in quantized.outputs}
+    results = []
+    for out in original.outputs:
+        if out.get_any_name() in kept:
+            results.append(kept[out.get_any_name()])
+            continue
+        for port in out.get_node().input_value(0).get_node().inputs():
+            source = port.get_source_output()
+            if source.get_node().get_type_name() != "Constant":
+                port.replace_source_output(
+                    ops[source.get_node().get_friendly_name()].output(source.get_index())
+                )
+        results.append(out.get_node())
+    return ov.Model(results, quantized.get_parameters(), original.get_friendly_name())
+
+
+def int8_layers(xml: Path) -> tuple[int, int]:
+    """How many of the IR's convolutions and matrix products read an INT8 (fake-quantised)
+    input, and how many there are."""
+    import openvino as ov
+
+    kinds = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul"}
+    layers = [op for op in ov.Core().read_model(xml).get_ordered_ops() if op.get_type_name() in kinds]
+    int8 = [op for op in layers if op.input_value(0).get_node().get_type_name() == "FakeQuantize"]
+    return len(int8), len(layers)
 
 
 def map_tail(model: Any) -> list[str]:
