@@ -218,7 +218,7 @@ def _quantized_ir(
         try:
             pixels = decode_rgb(path, shrink_to=(width, height))
         except InspectdError as exc:
-            raise TrainingError(f"{path.name}: {exc}") from exc
+            raise TrainingError(f"{path}: {exc}") from exc
         return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])  # as OpenVINOInferencer feeds it
 
     calibration = [tensor(path) for path in images[:subset]]
