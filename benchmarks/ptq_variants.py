@@ -24,19 +24,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from inspectd.export import locate_xml
-from inspectd.imaging import decode_rgb
 from training.metrics import auroc, eer
-from training.quantize import map_tail
+from training.quantize import input_tensor, map_tail
 
 Tensors = list[NDArray[np.float32]]
 
 
 def load(folder: Path, size: int) -> Tensors:
     """The folder's PNGs decoded as the daemon feeds them (1x3xHxW, [0, 1])."""
-    return [
-        np.ascontiguousarray(decode_rgb(path, shrink_to=(size, size)).transpose(2, 0, 1)[None])
-        for path in sorted(folder.glob("*.png"))
-    ]
+    return [input_tensor(path, (size, size)) for path in sorted(folder.glob("*.png"))]
 
 
 class Screen:

@@ -216,10 +216,9 @@ def _quantized_ir(
 
     def tensor(path: Path) -> np.ndarray:
         try:
-            pixels = decode_rgb(path, shrink_to=(width, height))
+            return input_tensor(path, (width, height))
         except InspectdError as exc:
             raise TrainingError(f"{path}: {exc}") from exc
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])  # as OpenVINOInferencer feeds it
 
     calibration = [tensor(path) for path in images[:subset]]
     model = ov.Core().read_model(xml)
@@ -250,6 +249,12 @@ def _quantized_ir(
     out.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, out, compress_to_fp16=False)
     return out
+
+
+def input_tensor(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """One image as the daemon's scorer hands it to the IR (OpenVINOInferencer's input): decoded,
+    shrunk to ``size`` (width, height), 1x3xHxW float in [0, 1]."""
+    return np.ascontiguousarray(decode_rgb(path, shrink_to=size).transpose(2, 0, 1)[None])
 
 
 def _auroc_of(tensor: Callable[[Path], np.ndarray]) -> Callable[[Any, Any], tuple[float | None, list[Any]]]:
