@@ -4,12 +4,19 @@ time budget (``TimeBudget``), which ends training early enough for the work afte
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from training.callbacks import MIN_RESERVE_S, FinalDecay, TimeBudget, after_training_seconds
+from training.callbacks import (
+    MIN_RESERVE_S,
+    FinalDecay,
+    TimeBudget,
+    after_training_seconds,
+    eval_pass_seconds,
+)
 
 
 def rates(trainer: SimpleNamespace) -> list[float]:
@@ -67,25 +74,60 @@ def test_a_resumed_run_does_not_drop_the_rate_twice() -> None:
     assert rates(trainer) == [pytest.approx(3e-5)] and resumed.dropped_at == 10
 
 
-def test_the_work_after_training_is_estimated_from_this_cpus_teacher_passes() -> None:
-    # 125 images scored (map scale and validation), 25 calibrated, the export: 915 teacher passes
-    assert after_training_seconds(0.2, scored_images=125, held_out_images=25) == pytest.approx(183.0)
-    assert after_training_seconds(0.001, scored_images=125, held_out_images=25) == MIN_RESERVE_S  # a floor
+def test_the_work_after_training_is_estimated_from_this_cpus_eval_passes() -> None:
+    # map scale on 200 images, validation (2 passes) and calibration (0.6) of 80 held-out images,
+    # the export (100): 508 passes, and 15 % to spare
+    assert after_training_seconds(0.5, scored_images=200, held_out_images=80) == pytest.approx(292.1)
+    assert after_training_seconds(0.001, scored_images=200, held_out_images=80) == MIN_RESERVE_S  # a floor
+
+
+class Recording(torch.nn.Module):
+    """A model that notes the mode and gradient state of each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = torch.nn.Conv2d(3, 1, 3)
+        self.calls: list[tuple[bool, bool, tuple[int, ...]]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((self.inner.training, torch.is_grad_enabled(), tuple(x.shape)))
+        return self.inner(x)
+
+
+def test_the_eval_pass_is_timed_as_validation_runs_the_model() -> None:
+    """One image, eval mode, no gradients, through the pre-processor; then training mode again."""
+    model = Recording().train()
+    halve = torch.nn.Upsample(scale_factor=0.5)
+    module = SimpleNamespace(pre_processor=halve, device="cpu", model=model)
+    trainer = SimpleNamespace(precision_plugin=SimpleNamespace(forward_context=contextlib.nullcontext))
+    seconds = eval_pass_seconds(trainer, module, SimpleNamespace(image=torch.rand(4, 3, 64, 64)))  # type: ignore[arg-type]
+    assert seconds > 0 and model.calls == [(False, False, (1, 3, 32, 32))] * 2  # the second is timed
+    assert model.training and model.inner.training
 
 
 def test_the_budget_counts_from_the_command_and_keeps_time_for_what_follows() -> None:
-    """--max-minutes 30 is the whole run: training stops early enough for calibration and export,
-    as long as this CPU took per teacher pass while computing the statistics."""
+    """--max-minutes 30 is the whole run: training stops early enough for the map scale,
+    calibration and export, as long as this CPU takes for them at its eval pass's speed."""
     now = [60.0]  # the command started at 0; checks and data set-up took a minute
-    budget = TimeBudget(minutes=30, clock=lambda: now[0], since=0.0, scale_images=200)
+    timed: list[int] = []
+
+    def eval_seconds(*_: object) -> float:
+        timed.append(1)
+        return 0.4
+
+    budget = TimeBudget(
+        minutes=30, clock=lambda: now[0], since=0.0, scale_images=200, eval_seconds=eval_seconds
+    )
     data = SimpleNamespace(train_data=[None] * 100, val_data=[None] * 25)
     optimizers = a_trainer().optimizers
     trainer = SimpleNamespace(global_step=0, should_stop=False, datamodule=data, optimizers=optimizers)
     budget.on_train_start(trainer, None)  # type: ignore[arg-type]
-    assert budget.left() == pytest.approx(1740.0)  # before the statistics are timed, nothing is kept
-    now[0] += 100 * 0.4  # anomalib's teacher statistics: 0.4 s per training image
+    assert budget.left() == pytest.approx(1740.0)  # before the eval pass is timed, nothing is kept
+    now[0] += 100 * 0.4  # anomalib's teacher statistics
     budget.on_train_batch_start(trainer, None, None, 0)  # type: ignore[arg-type]
-    reserve = after_training_seconds(0.4, scored_images=100 + 25, held_out_images=25)  # 366 s
+    budget.on_train_batch_start(trainer, None, None, 1)  # type: ignore[arg-type]
+    assert timed == [1]  # once per run
+    reserve = after_training_seconds(0.4, scored_images=100, held_out_images=25)  # the map scale on all 100
     assert budget.reserve_s == pytest.approx(reserve) and budget.deadline == pytest.approx(1800 - reserve)
 
     decay = FinalDecay(max_steps=70_000, budget=budget)
@@ -98,8 +140,10 @@ def test_the_budget_counts_from_the_command_and_keeps_time_for_what_follows() ->
     budget.on_train_batch_end(trainer, None, None, None, 801)  # type: ignore[arg-type]
     assert trainer.should_stop and budget.stopped_at == 800  # the step Lightning reports
 
-    resumed = TimeBudget(minutes=30, clock=lambda: now[0], since=now[0], scale_images=200)
-    resumed.load_state_dict(budget.state_dict())  # --resume: anomalib skips the statistics
+    resumed = TimeBudget(
+        minutes=30, clock=lambda: now[0], since=now[0], scale_images=200, eval_seconds=lambda *_: 0.001
+    )
+    resumed.load_state_dict(budget.state_dict())  # --resume: the checkpoint keeps the estimate
     resumed.on_train_start(trainer, None)  # type: ignore[arg-type]
     resumed.on_train_batch_start(trainer, None, None, 0)  # type: ignore[arg-type]
-    assert resumed.reserve_s == pytest.approx(reserve)  # the first run's estimate, not the floor
+    assert resumed.reserve_s == pytest.approx(reserve)  # the larger of the two, not the floor

@@ -18,32 +18,53 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from inspectd.export import LAST_CHECKPOINT
 
-# What follows the last training step, in passes of the frozen teacher over one training image at
-# the speed this CPU showed computing the teacher's statistics before the first step. Measured on
-# ELPV mono (353 training and 88 held-out images, 2-core AVX2 CPU, 0.19 s per pass): the map scale
-# and the held-out validation took 214 s for 288 images (3.9 passes each), the export 39 s (200
-# passes), scoring the held-out images through the export about 30 s (1.8 passes each). With 4 and
-# 200 a default run kept 236 s and needed 278 s (train() 29.7 minutes against 29), hence 5 and 240;
-# with those, mono kept 268 s and took 28.7 minutes, poly (552 training images) 350 s and 28.0.
-PASSES_PER_SCORED_IMAGE = 5.0  # map scale and validation: teacher, student, maps, metrics
-PASSES_PER_CALIBRATION_IMAGE = 2.0  # the exported model scoring a held-out image
-PASSES_FOR_EXPORT = 240.0  # ONNX trace and OpenVINO conversion
+# What follows the last training step, in eval passes of the whole model (teacher, student and
+# maps on one image, no gradients) timed on this CPU at the first training step. Measured on ELPV
+# mono (353 training images, 88 held out, map scale on 200 of them), 2-core AVX2 EPYCs: the map
+# scale and validation cost one and two passes per image, the export 68-80 passes (39-49 s), the
+# calibration through the IR 0.5-0.6 per held-out image. The estimate used to count passes of the
+# teacher alone, timed on its statistics before the first step; but the teacher's share of the
+# model differs from CPU to CPU (a third on one AVX2 EPYC, 0.6 on another), so that proxy kept
+# 268 s for 278 s of work on the first and 647 s for 324 s on the second, which stopped training
+# 5.4 minutes early: the run ended at 23.6 of its 29 minutes, 190 steps short.
+SCALE_PASSES = 1.0  # per training image the map scale is measured on
+VALIDATION_PASSES = 2.0  # per held-out image: anomalib's map quantiles, then the validation step
+CALIBRATION_PASSES = 0.6  # per held-out image: the exported IR scores it for the threshold
+EXPORT_PASSES = 100.0  # ONNX trace and OpenVINO conversion
+MARGIN = 1.15  # the run-to-run spread of a shared CPU
 MIN_RESERVE_S = 60.0
 
 
 def after_training_seconds(pass_s: float, scored_images: int, held_out_images: int) -> float:
-    """How long the map scale, validation, export and calibration will take: ``scored_images``
-    (map scale plus held-out validation) and ``held_out_images`` at ``pass_s`` per teacher pass."""
+    """How long the map scale, validation, export and calibration will take, at ``pass_s`` seconds
+    per eval pass of the model: the map scale on ``scored_images`` training images, validation
+    and calibration on ``held_out_images``."""
     passes = (
-        PASSES_PER_SCORED_IMAGE * scored_images
-        + PASSES_PER_CALIBRATION_IMAGE * held_out_images
-        + PASSES_FOR_EXPORT
+        SCALE_PASSES * scored_images
+        + (VALIDATION_PASSES + CALIBRATION_PASSES) * held_out_images
+        + EXPORT_PASSES
     )
-    return max(MIN_RESERVE_S, pass_s * passes)
+    return max(MIN_RESERVE_S, MARGIN * pass_s * passes)
+
+
+def eval_pass_seconds(trainer: Trainer, module: Any, batch: Any) -> float:
+    """Seconds one image takes through the whole model in eval mode without gradients, as the map
+    scale and validation run it (same precision); the second of two runs, the first building
+    oneDNN's kernels."""
+    from training.eval_mode import evaluating
+
+    resize = module.pre_processor if module.pre_processor is not None else (lambda x: x)
+    image = resize(batch.image[:1]).to(module.device)
+    with torch.no_grad(), evaluating(module.model), trainer.precision_plugin.forward_context():
+        module.model(image)
+        started = time.perf_counter()
+        module.model(image)
+        return time.perf_counter() - started
 
 
 class TimeBudget(Callback):
@@ -51,8 +72,8 @@ class TimeBudget(Callback):
     start; training's start when None); calibration and export then run as usual.
 
     What comes after training is kept free of the budget (``reserve_s``): it is estimated from how
-    long anomalib's teacher statistics, which run between ``on_train_start`` and the first step,
-    took per training image (``after_training_seconds``). On a 2-core AVX2 CPU it is about five
+    long one image takes through the whole model in eval mode, timed at the first training step
+    (``eval_pass_seconds``, ``after_training_seconds``). On a 2-core AVX2 CPU it is about five
     minutes (ELPV), on an AVX-512/AMX one about one. Lightning runs the held-out validation when
     ``should_stop`` is set, so the stopped model is calibrated on its final weights exactly as a full
     run would be.
@@ -65,14 +86,16 @@ class TimeBudget(Callback):
         *,
         since: float | None = None,
         scale_images: int = 0,
+        eval_seconds: Callable[[Trainer, LightningModule, Any], float] = eval_pass_seconds,
     ) -> None:
         self.seconds = minutes * 60.0
         self.clock = clock
         self.since = since
         self.scale_images = scale_images  # training images the map scale will be measured on
         self.started = 0.0  # training's start
+        self.eval_seconds = eval_seconds
         self.reserve_s = 0.0
-        self._statistics_from: float | None = None
+        self._measured = False
         self.stopped_at: int | None = None
 
     @property
@@ -81,19 +104,20 @@ class TimeBudget(Callback):
         return (self.started if self.since is None else self.since) + self.seconds - self.reserve_s
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.started = self._statistics_from = self.clock()
+        self.started = self.clock()
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self._statistics_from is None:
+        if self._measured:
             return
-        statistics_s, self._statistics_from = self.clock() - self._statistics_from, None
+        self._measured = True
         data = trainer.datamodule  # type: ignore[attr-defined]
-        train_images, held_out = len(data.train_data), len(data.val_data)
-        scored = min(self.scale_images, train_images) + held_out
-        estimate = after_training_seconds(statistics_s / max(train_images, 1), scored, held_out)
-        self.reserve_s = max(self.reserve_s, estimate)  # a resumed run skips the statistics: keep its own
+        scored = min(self.scale_images, len(data.train_data))
+        estimate = after_training_seconds(
+            self.eval_seconds(trainer, pl_module, batch), scored, len(data.val_data)
+        )
+        self.reserve_s = max(self.reserve_s, estimate)  # a resumed run keeps its first estimate if larger
 
     def state_dict(self) -> dict[str, Any]:
         """The reserve travels in the checkpoint (the time already spent does not: see above)."""

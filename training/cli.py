@@ -183,7 +183,7 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         metavar="M",
         help="the whole run's wall-clock budget, from the start to the written export: training stops "
         "early enough to leave time for the map scale, calibration and export (estimated from how fast "
-        "this CPU computed the teacher's statistics; model.json -> extra.time_reserve_seconds), so "
+        "one image goes through the model on this CPU; model.json -> extra.time_reserve_seconds), so "
         "with the defaults a run ends within 30 minutes on a slow CPU too (default: %(default)s)",
     )
     train.add_argument(

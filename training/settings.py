@@ -26,7 +26,7 @@ DEFAULT_CHECKPOINT_EVERY = 100  # 40 s to 10 min of training between checkpoints
 DEFAULT_OPSET = 18
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 # The CLI's wall-clock cap on the whole run, from the command's start to the written export: training
-# stops early enough for the map scale, calibration and export, timed by this CPU's own teacher passes
+# stops early enough for the map scale, calibration and export, timed by this CPU's own eval passes
 # (training.callbacks.TimeBudget), so a default run ends within 30 minutes on a slow CPU too (a
 # 2-core AVX2 CPU needs about 5 minutes after training, an AVX-512/AMX one about 1). It used to be
 # 26 minutes of training alone, which took a 2-core AVX2 CPU's run to 31 minutes.
