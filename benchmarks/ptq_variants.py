@@ -9,6 +9,15 @@ costs about a minute and a half on a 2-core CPU instead of a full ``inspectd qua
 
 ``--data`` is a ``benchmarks/elpv.py --out`` folder (train/normal, test/normal, test/abnormal,
 model). Prints one JSON line per variant: image AUROC, EER and ms per image.
+
+Variants about the activations' ranges (the statistics NNCF sets each quantiser's range from are
+the good parts' only, so a defect whose activations go beyond any good part's is clipped):
+``calibration-with-defects`` (statistics from the test's good *and* defective cells: a diagnosis,
+not a deployable recipe), ``calibration-with-photos`` (the good cells plus the penalty set's
+natural photos), ``minmax`` (each range the absolute extremes instead of the mean of every image's
+extremes), ``ranges-xK`` (each activation range widened K times after quantisation: fewer levels
+per unit, less clipping) and ``overflow-fix-all`` (NNCF's 7-bit weights for every layer, not only
+the first: CPUs without VNNI can saturate 16-bit sums of 8-bit products).
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from numpy.typing import NDArray
 
 from inspectd.export import locate_xml
 from training.metrics import auroc, eer
-from training.quantize import input_tensor, map_tail
+from training.quantize import input_tensor, map_tail, widen_activation_ranges
 
 Tensors = list[NDArray[np.float32]]
 
@@ -40,6 +49,7 @@ class Screen:
         import openvino as ov
 
         self.core = ov.Core()
+        self.size = size
         self.xml = locate_xml(data / "model")
         self.good = load(data / "test" / "normal", size)
         self.bad = load(data / "test" / "abnormal", size)
@@ -51,6 +61,16 @@ class Screen:
         ]
         self.convs = [op.get_friendly_name() for op in convs]
         self.depthwise = [op.get_friendly_name() for op in convs if op.get_type_name() == "GroupConvolution"]
+
+    def photos(self, size: int) -> Tensors:
+        """The penalty set's natural photos (scikit-image crops), as ``inspectd train`` builds it."""
+        import tempfile
+
+        from training.penalty import build_penalty_set
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = build_penalty_set(Path(tmp) / "penalty") / "natural"
+            return [input_tensor(path, (size, size)) for path in sorted(folder.glob("*.jpg"))]
 
     def rate(self, model: Any) -> dict[str, float]:
         compiled = self.core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
@@ -69,7 +89,7 @@ class Screen:
         return nncf.quantize(
             self.core.read_model(self.xml),
             nncf.Dataset(data),
-            subset_size=min(300, len(data)),
+            subset_size=min(kw.pop("subset_size", 300), len(data)),
             ignored_scope=nncf.IgnoredScope(names=self.tail + (float_too or []), validate=False),
             **kw,
         )
@@ -79,9 +99,25 @@ def variants(s: Screen) -> dict[str, Callable[[], Any]]:
     """Name -> the model to rate. The student is the last four convolutions (PDN-S), the teacher
     every one before them."""
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     student, teacher = s.convs[-4:], s.convs[:-4]
+    everything = len(s.good) + len(s.bad) + len(s.train)
     return {
+        "calibration-with-defects": lambda: s.quantized(calibration=s.good + s.bad, subset_size=everything),
+        "calibration-with-photos": lambda: s.quantized(
+            calibration=s.good + s.photos(s.size), subset_size=everything
+        ),
+        "minmax": lambda: s.quantized(
+            advanced_parameters=AdvancedQuantizationParameters(
+                activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX
+            )
+        ),
+        "overflow-fix-all": lambda: s.quantized(
+            advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
+        ),
+        **{f"ranges-x{k}": _widened(s, k) for k in (1.25, 1.5, 2, 3)},
         "fp32": lambda: s.core.read_model(s.xml),
         "base": s.quantized,
         "train-calibration": lambda: s.quantized(calibration=s.train),
@@ -94,6 +130,10 @@ def variants(s: Screen) -> dict[str, Callable[[], Any]]:
         "depthwise-float": lambda: s.quantized(float_too=s.depthwise),
         **{f"student-conv{i + 1}-float": _with_float(s, name) for i, name in enumerate(student)},
     }
+
+
+def _widened(s: Screen, factor: float) -> Callable[[], Any]:
+    return lambda: widen_activation_ranges(s.quantized(), factor)
 
 
 def _with_float(s: Screen, name: str) -> Callable[[], Any]:

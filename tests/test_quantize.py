@@ -82,6 +82,49 @@ def test_a_refused_int8_model_is_not_written(
     (tmp_path / "few").mkdir()
     assert main([*args[:3], "--calibration", str(tmp_path / "few"), "--output", str(out)]) == 1
     assert "give at least 10 good parts" in capsys.readouterr().err
+    assert main([*args, "--activation-range-scale", "0.5"]) == 1
+    assert "--activation-range-scale 0.5: give a factor from 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.timeout(900)
+def test_activation_ranges_are_widened_by_the_scale(
+    tiny_model: Path, surface_set: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """--activation-range-scale K: each activation quantiser's range is K times the one NNCF
+    measured (the same statistics either way); the INT8 weights are NNCF's."""
+    import numpy as np
+    import openvino as ov
+
+    from training.quantize import QuantizeOptions, _quantized_ir
+
+    normal, _ = surface_set
+    card = read_card(tiny_model / XML_IN_EXPORT)
+    normals = sorted(normal.glob("*.png"))
+
+    def quantized(k: float) -> tuple[dict[str, list[np.ndarray]], list[np.ndarray]]:
+        o = QuantizeOptions(tiny_model, normal, tmp_path, activation_range_scale=k)
+        xml = _quantized_ir(tiny_model / XML_IN_EXPORT, card, normals, 10, tmp_path / f"x{k}" / "m.xml", o=o)
+        ops = ov.Core().read_model(xml).get_ordered_ops()
+        ranges = {
+            op.get_friendly_name(): [op.input_value(i).get_node().get_data() for i in range(1, 5)]
+            for op in ops
+            if op.get_type_name() == "FakeQuantize"
+        }
+        weights = [
+            op.get_data()
+            for op in ops
+            if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
+        ]
+        return ranges, weights
+
+    (plain, plain_weights), (wide, wide_weights) = quantized(1.0), quantized(2.0)
+    assert plain and plain.keys() == wide.keys()
+    for name, bounds in plain.items():
+        for before, after in zip(bounds, wide[name], strict=True):
+            np.testing.assert_allclose(after, 2.0 * before, rtol=1e-6, err_msg=name)
+    assert plain_weights and len(plain_weights) == len(wide_weights)
+    assert all(np.array_equal(a, b) for a, b in zip(plain_weights, wide_weights, strict=True))
 
 
 @pytest.mark.timeout(900)
