@@ -10,8 +10,9 @@ costs about a minute and a half on a 2-core CPU instead of a full ``inspectd qua
 ``--data`` is a ``benchmarks/elpv.py --out`` folder (train/normal, test/normal, test/abnormal,
 model). Prints one JSON line per variant: image AUROC, EER and ms per image.
 
-Variants about the activations' ranges (the statistics NNCF sets each quantiser's range from are
-the good parts' only, so a defect whose activations go beyond any good part's is clipped):
+Variants about the activations' ranges (NNCF sets each quantiser's range from the mean over the
+calibration images of each image's extremes, so the tails of about half of the good parts, and
+what a defect adds beyond them, are clipped):
 ``calibration-with-defects`` (statistics from the test's good *and* defective cells: a diagnosis,
 not a deployable recipe), ``calibration-with-photos`` (the good cells plus the penalty set's
 natural photos), ``minmax`` (each range the absolute extremes instead of the mean of every image's
