@@ -63,7 +63,7 @@ class Screen:
         self.convs = [op.get_friendly_name() for op in convs]
         self.depthwise = [op.get_friendly_name() for op in convs if op.get_type_name() == "GroupConvolution"]
 
-    def photos(self, size: int) -> Tensors:
+    def photos(self) -> Tensors:
         """The penalty set's natural photos (scikit-image crops), as ``inspectd train`` builds it."""
         import tempfile
 
@@ -71,7 +71,7 @@ class Screen:
 
         with tempfile.TemporaryDirectory() as tmp:
             folder = build_penalty_set(Path(tmp) / "penalty") / "natural"
-            return [input_tensor(path, (size, size)) for path in sorted(folder.glob("*.jpg"))]
+            return [input_tensor(path, (self.size, self.size)) for path in sorted(folder.glob("*.jpg"))]
 
     def rate(self, model: Any) -> dict[str, float]:
         compiled = self.core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
@@ -82,15 +82,20 @@ class Screen:
         return {"auroc": round(auroc(good, bad), 4), "eer": round(eer(good, bad), 4), "ms": round(ms, 1)}
 
     def quantized(
-        self, calibration: Tensors | None = None, float_too: list[str] | None = None, **kw: Any
+        self,
+        calibration: Tensors | None = None,
+        float_too: list[str] | None = None,
+        subset_size: int | None = 300,
+        **kw: Any,
     ) -> Any:
+        """``subset_size`` None: every calibration image."""
         import nncf
 
         data = calibration if calibration is not None else self.good
         return nncf.quantize(
             self.core.read_model(self.xml),
             nncf.Dataset(data),
-            subset_size=min(kw.pop("subset_size", 300), len(data)),
+            subset_size=len(data) if subset_size is None else min(subset_size, len(data)),
             ignored_scope=nncf.IgnoredScope(names=self.tail + (float_too or []), validate=False),
             **kw,
         )
@@ -104,12 +109,9 @@ def variants(s: Screen) -> dict[str, Callable[[], Any]]:
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     student, teacher = s.convs[-4:], s.convs[:-4]
-    everything = len(s.good) + len(s.bad) + len(s.train)
     return {
-        "calibration-with-defects": lambda: s.quantized(calibration=s.good + s.bad, subset_size=everything),
-        "calibration-with-photos": lambda: s.quantized(
-            calibration=s.good + s.photos(s.size), subset_size=everything
-        ),
+        "calibration-with-defects": lambda: s.quantized(calibration=s.good + s.bad, subset_size=None),
+        "calibration-with-photos": lambda: s.quantized(calibration=s.good + s.photos(), subset_size=None),
         "minmax": lambda: s.quantized(
             advanced_parameters=AdvancedQuantizationParameters(
                 activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX

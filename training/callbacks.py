@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from inspectd.export import LAST_CHECKPOINT
+from training.eval_mode import evaluating
 
 # What follows the last training step, in eval passes of the whole model (teacher, student and
 # maps on one image, no gradients) timed on this CPU at the first training step. The counts were
@@ -58,8 +59,6 @@ def eval_pass_seconds(trainer: Trainer, module: Any, batch: Any) -> float:
     """Seconds one image takes through the whole model in eval mode without gradients, as the map
     scale and validation run it (same precision); the second of two runs, the first building
     oneDNN's kernels."""
-    from training.eval_mode import evaluating
-
     resize = module.pre_processor if module.pre_processor is not None else (lambda x: x)
     image = resize(batch.image[:1]).to(module.device)
     with torch.no_grad(), evaluating(module.model), trainer.precision_plugin.forward_context():
