@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from teacher_features import knn_auroc, load_images  # this folder: run as a script
+from teacher_features import knn_auroc, load_split  # this folder: run as a script
 from torch import nn
 from torch.nn import functional
 
@@ -115,14 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    train, normal, abnormal = (
-        load_images(args.data / name, args.image_size)
-        for name in ("train/normal", "test/normal", "test/abnormal")
-    )
-    print(
-        f"{args.data}: train {len(train)}, test normal {len(normal)}, test abnormal {len(abnormal)}",
-        flush=True,
-    )
+    train, normal, abnormal = load_split(args.data, args.image_size)
     teacher = LiteFeatures(lite_weights(args.variant))
     model = Adapter(teacher)
     for p in teacher.body.parameters():

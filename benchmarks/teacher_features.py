@@ -62,6 +62,15 @@ def load_images(folder: Path, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
 
 
+def load_split(data: Path, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``data``'s train/normal, test/normal and test/abnormal images at ``size``; says how many."""
+    train, normal, abnormal = (
+        load_images(data / name, size) for name in ("train/normal", "test/normal", "test/abnormal")
+    )
+    print(f"{data}: train {len(train)}, test normal {len(normal)}, test abnormal {len(abnormal)}", flush=True)
+    return train, normal, abnormal
+
+
 def build_teacher(spec: str, model_size: str, normals: torch.Tensor) -> torch.nn.Module:
     from anomalib.models.image.efficient_ad.torch_model import EfficientAdModel, EfficientAdModelSize
 
@@ -266,14 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, metavar="DIR", help="also write each teacher's state dict here")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    train, normal, abnormal = (
-        load_images(args.data / name, args.image_size)
-        for name in ("train/normal", "test/normal", "test/abnormal")
-    )
-    print(
-        f"{args.data}: train {len(train)}, test normal {len(normal)}, test abnormal {len(abnormal)}",
-        flush=True,
-    )
+    train, normal, abnormal = load_split(args.data, args.image_size)
     specs = args.teacher or ["random:0", "pca:0"]
     baseline = 0.0
     for spec in specs:
