@@ -35,6 +35,8 @@ from training.eval_mode import evaluating
 # share of the model differs from CPU to CPU, so that proxy kept 268 s for 278 s of work on one
 # AVX2 EPYC and 647 s for 324 s on another, which stopped training 5.4 minutes early: that run
 # ended at 23.6 of its 29 minutes, with 586 steps.
+# Two default ELPV runs of a later session (same kind of CPU) needed 0.73 (mono) and 0.69 (poly)
+# of the passes counted: the estimate errs on the safe side, by 1.5-2.5 minutes there.
 SCALE_PASSES = 1.3  # per training image the map scale is measured on
 VALIDATION_PASSES = 2.6  # per held-out image: anomalib's map quantiles, then the validation step
 CALIBRATION_PASSES = 0.8  # per held-out image: the exported IR scores it for the threshold
