@@ -19,7 +19,9 @@ teacher's feature map, to screen before changing ``training.lite_teacher``:
 - ``lite2:patch=1``: each position described by its own features (``patch=5``: its 5x5
   neighbourhood) instead of its 3x3 neighbourhood, before the channel pooling;
 - ``lite2:pca=384``: the 3x3 neighbourhoods of both layers projected on their first principal
-  components on the training normals, instead of the paper's channel pooling.
+  components on the training normals, instead of the paper's channel pooling;
+- ``lite3=PATH`` (and ``lite3=PATH:patch=5`` ...): a Lite network from a state dict file instead of
+  an installed package, e.g. one ``benchmarks/tflite_lite.py`` converted from a TFLite file.
 
     python benchmarks/elpv.py --cell-type mono --out /tmp/elpv-mono --split-only
     python benchmarks/teacher_features.py --data /tmp/elpv-mono --teacher random:0 --teacher pca:0
@@ -41,9 +43,10 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional
 
+from inspectd.hashing import sha256_of
 from training.images import list_images
 from training.lite import LiteWeights, lite_features, lite_weights, tf_scale
-from training.lite_teacher import LiteFeatures
+from training.lite_teacher import FrozenLiteTeacher, LiteFeatures
 from training.metrics import auroc
 from training.model import teacher_network
 from training.settings import DEFAULT_IMAGE_SIZE
@@ -84,6 +87,8 @@ def build_teacher(spec: str, model_size: str, normals: torch.Tensor) -> torch.nn
             fit_pca_layers(network, normals, seed)
     elif ":" in spec:
         network = lite_variant(spec, normals)
+    elif "=" in spec:
+        network = FrozenLiteTeacher(weights_of(spec))
     else:
         network = teacher_network(resolve_teacher(spec, model_size), model_size)
     return network.eval()
@@ -107,11 +112,21 @@ def lite_variant(spec: str, normals: torch.Tensor) -> torch.nn.Module:
         raise SystemExit(f"--teacher {spec}: unknown option(s) {', '.join(sorted(unknown))}")
     if "pca" in options and len(options) > 1:
         raise SystemExit(f"--teacher {spec}: pca takes today's stages and scale; give it alone")
-    weights = lite_weights(variant)
+    weights = weights_of(variant)
     if "pca" in options:
         return LitePca(weights, int(options["pca"]), normals)
     stages = tuple(int(s) for s in options.get("stages", "2,3").split(","))
     return LiteVariant(weights, stages, float(options.get("scale", "2")), int(options.get("patch", "3")))
+
+
+def weights_of(name: str) -> LiteWeights:
+    """``lite2`` (the installed package) or ``lite3=PATH`` (a state dict such as
+    ``benchmarks/tflite_lite.py`` writes, under timm's names)."""
+    variant, converted, path = name.partition("=")
+    if not converted:
+        return lite_weights(variant)
+    file = Path(path)
+    return LiteWeights(variant, "file", "", file, sha256_of(file))
 
 
 GRID = 64  # the 256-px teacher's output side
@@ -267,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         "--teacher",
         action="append",
         help="random:SEED | pca:SEED | lite0 | lite2 | lite2:stages=2,3,scale=2 | lite2:pca=384 | "
-        "distilled | PATH; repeat; the first is the "
+        "lite3=PATH | distilled | PATH; repeat; the first is the "
         "baseline (default random:0, pca:0)",
     )
     parser.add_argument("--model-size", choices=("small", "medium"), default="small")

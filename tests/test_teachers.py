@@ -176,6 +176,26 @@ def test_frozen_teacher_is_deterministic_frozen_and_on_the_student_grid() -> Non
     assert float(out.std()) > 0.01  # real features, not a constant
 
 
+def test_a_state_dict_under_timms_names_gives_the_same_features(tmp_path: Path) -> None:
+    """A Lite network converted elsewhere (``benchmarks/tflite_lite.py`` writes timm's key names)
+    loads as the package's lukemelas-named file does."""
+    import dataclasses
+
+    import timm
+
+    from training.lite import timm_state_dict
+
+    weights = lite_weights("lite0")
+    network = timm.create_model(weights.timm_name, pretrained=False)
+    state = torch.load(weights.path, map_location="cpu", weights_only=True)
+    timm_named = tmp_path / "lite0-timm.pth"
+    torch.save(timm_state_dict(state, network), timm_named)
+    converted = dataclasses.replace(weights, path=timm_named, sha256=sha256_of(timm_named))
+    images = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(LiteFeatures(converted)(images), LiteFeatures(weights)(images))
+
+
 def test_lite_weights_classify_photographs() -> None:
     """The installed weights are the real ImageNet ones: scikit-image's cat is a cat."""
     import timm

@@ -120,7 +120,8 @@ def lite_features(weights: LiteWeights, out_indices: tuple[int, ...]) -> nn.Modu
     body = timm.create_model(weights.timm_name, pretrained=False, features_only=True, out_indices=out_indices)
     state = torch.load(weights.path, map_location="cpu", weights_only=True)
     wanted = body.state_dict()
-    mapped = {k: v for k, v in timm_state_dict(state, body).items() if k in wanted}
+    named = state if "conv_stem.weight" in state else timm_state_dict(state, body)  # timm's names already
+    mapped = {k: v for k, v in named.items() if k in wanted}
     missing = sorted(set(wanted) - set(mapped))
     if missing:
         raise TrainingError(
