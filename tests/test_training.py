@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 from urllib.error import URLError
 
 import numpy as np
@@ -294,7 +295,7 @@ def test_teacher_memo_returns_the_teachers_own_output_and_stays_within_its_budge
     assert crops.held_bytes == crops.used_bytes == crop.nelement() * 4  # the crop, not the whole map
 
 
-def test_training_distance_with_the_memo_equals_anomalibs_and_fit_start_goes_channels_last(
+def test_training_distance_with_the_memo_equals_anomalibs_and_fit_start_takes_the_faster_order(
     tmp_path: Path,
 ) -> None:
     import torch
@@ -314,10 +315,50 @@ def test_training_distance_with_the_memo_equals_anomalibs_and_fit_start_goes_cha
             torch.testing.assert_close(distance, expected[1])
     assert (network.teacher_memo.hits, network.teacher_memo.misses) == (1, 1)
 
+    def timer_favouring(order: torch.memory_format) -> Any:
+        return lambda probe, images: 1.0 if probe.conv1.weight.is_contiguous(memory_format=order) else 2.0
+
+    module.step_timer = timer_favouring(torch.channels_last)
     module.on_fit_start()
+    assert module.memory_format == "channels_last" and module.step_seconds == {
+        "contiguous": 2.0,
+        "channels_last": 1.0,
+    }
     assert network.student.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     module.on_train_end()
     assert network.teacher_memo.used_bytes == 0
+
+    fresh = InspectdEfficientAd(Teacher("random(seed=0)", None, 0), tmp_path, "small", 256)
+    fresh.step_timer = timer_favouring(torch.contiguous_format)
+    fresh.on_fit_start()  # on a CPU where channels-last is the slower order (AVX2, f32)
+    assert fresh.memory_format == "contiguous"
+    assert not fresh.model.student.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_memory_order_probe_times_a_copy_and_leaves_the_student_alone() -> None:
+    import torch
+    from anomalib.models.image.efficient_ad.torch_model import SmallPatchDescriptionNetwork
+
+    from training.memory_format import faster_memory_format
+
+    student = SmallPatchDescriptionNetwork(out_channels=8)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    seen: list[tuple[bool, list[int]]] = []
+
+    def timer(probe: torch.nn.Module, images: Any) -> float:
+        assert probe is not student
+        channels_last = probe.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+        seen.append((channels_last, [image.shape[-1] for image in images]))
+        return 0.5 if seen[-1][0] else 0.7
+
+    order, seconds = faster_memory_format(student, (64, 32), timer)
+    assert (order, seconds) == ("channels_last", {"contiguous": 0.7, "channels_last": 0.5})
+    assert all(sides == [64, 32] for _, sides in seen) and len(seen) == 2 * 2 * 3  # rounds x orders x steps
+    assert [cl for cl, _ in seen[:3]] == [False] * 3 and [cl for cl, _ in seen[3:6]] == [True] * 3
+    assert all(torch.equal(v, before[k]) for k, v in student.state_dict().items())
+    assert student.conv1.weight.is_contiguous() and student.conv1.weight.grad is None
+    _, real = faster_memory_format(student, (40,))  # the real timer, on a tiny image
+    assert set(real) == {"contiguous", "channels_last"} and all(0 < v < 10 for v in real.values())
 
 
 # --- penalty set, progress ----------------------------------------------------------------------
@@ -391,6 +432,9 @@ def test_tiny_export_has_layout_and_valid_card(tiny_model: Path) -> None:
     assert (card.extra["map_scale"], card.extra["map_scale_images"]) == ("position", 8)  # all of them
     assert card.extra["penalty_crop"] == "half"
     assert card.extra["max_minutes"] == 29.0 and card.extra["time_reserve_seconds"] >= 60.0  # the floor
+    probe = card.extra["memory_format_step_seconds"]  # both orders timed, the faster one taken
+    assert set(probe) == {"contiguous", "channels_last"} and all(v > 0 for v in probe.values())
+    assert card.extra["memory_format"] == min(probe, key=probe.__getitem__)
     names = sorted(p.name for p in tiny_model.iterdir())
     assert names == ["model.json", "train_hashes.txt", "weights"]  # work dir and checkpoints removed
     for litter in ("lightning_logs", "results", "openvino_cache", "datasets"):

@@ -65,6 +65,8 @@ class _Run:
     learning_rate_dropped_at: int | None
     map_scale_images: int  # 0: the map is not scaled per position
     time_reserve_s: float | None  # what the time budget kept for the work after training
+    memory_format: str  # the student's weights' order, the faster one on this CPU
+    step_seconds: dict[str, float]  # what each order's probe step took
 
 
 def train(options: TrainOptions, *, warn: Callable[[str], None] | None = None) -> ModelCard:
@@ -145,6 +147,8 @@ def _card(recipe: Recipe, run: _Run) -> ModelCard:
             "learning_rate_dropped_at_step": run.learning_rate_dropped_at,
             "max_minutes": o.max_minutes,
             "time_reserve_seconds": None if run.time_reserve_s is None else round(run.time_reserve_s, 1),
+            "memory_format": run.memory_format,
+            "memory_format_step_seconds": {k: round(v, 3) for k, v in run.step_seconds.items()},
             "resumed_from": str(recipe.resume_from) if recipe.resume_from else None,
             "normal_dir": str(o.normal_dir.resolve()),
             "abnormal_images": len(recipe.abnormals),
@@ -234,6 +238,8 @@ def _fit_and_export(recipe: Recipe, output: Path, since: float) -> _Run:
             learning_rate_dropped_at=decay.dropped_at,
             map_scale_images=model.map_scale_images,
             time_reserve_s=budget.reserve_s if budget else None,
+            memory_format=model.memory_format,
+            step_seconds=model.step_seconds,
         )
 
 
