@@ -28,14 +28,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.lite import tf_scale
+
 CAT_CLASSES = range(281, 286)  # tabby ... Egyptian cat
 ESPRESSO = 967
 NATIVE_SIZE = {"lite0": 224, "lite1": 240, "lite2": 260, "lite3": 280, "lite4": 300}  # Google's release
 WEIGHT_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
 
 
-def tflite_weights(path: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(op, weight in PyTorch layout, bias) of every convolution and dense layer, in graph order."""
+def tflite_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(weight in PyTorch layout, bias) of every convolution and dense layer, in graph order."""
     import tflite  # type: ignore[import-not-found]
 
     buffer = path.read_bytes()
@@ -70,11 +72,11 @@ def tflite_weights(path: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
             weight = weight.transpose(0, 3, 1, 2)
         elif name == "DEPTHWISE_CONV_2D":  # (1, h, w, channels) -> (channels, 1, h, w)
             weight = weight.transpose(3, 0, 1, 2)
-        layers.append((name, np.ascontiguousarray(weight), bias))
+        layers.append((np.ascontiguousarray(weight), bias))
     return layers
 
 
-def timm_network(variant: str, layers: list[tuple[str, np.ndarray, np.ndarray]]) -> nn.Module:
+def timm_network(variant: str, layers: list[tuple[np.ndarray, np.ndarray]]) -> nn.Module:
     """timm's network with the TFLite weights; each batch norm an identity plus the folded bias."""
     import timm
 
@@ -85,7 +87,7 @@ def timm_network(variant: str, layers: list[tuple[str, np.ndarray, np.ndarray]])
     if len(convs) != len(layers):
         raise SystemExit(f"the file has {len(layers)} weight layers, timm's {variant} {len(convs)}")
     state = network.state_dict()
-    for name, (_, weight, bias) in zip(convs, layers, strict=True):
+    for name, (weight, bias) in zip(convs, layers, strict=True):
         if tuple(state[f"{name}.weight"].shape) != weight.shape:
             raise SystemExit(f"{name}: timm {tuple(state[f'{name}.weight'].shape)}, file {weight.shape}")
         state[f"{name}.weight"] = torch.from_numpy(weight)
@@ -112,7 +114,7 @@ def check_classes(network: nn.Module, size: int) -> None:
         image = Image.fromarray(getattr(data, image_name)()).convert("RGB").resize((size, size))
         x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
         with torch.no_grad():
-            probabilities = network((x - 0.5) / 0.5)[0].softmax(0)
+            probabilities = network(tf_scale(x))[0].softmax(0)
         top = int(probabilities.argmax())
         verdict = "ok" if top in wanted else "WRONG"
         print(f"{image_name}: ImageNet class {top} ({probabilities[top]:.2f}), {verdict}")
