@@ -68,6 +68,7 @@ def test_offline_run_calibrates_stops_on_time_resumes_and_exports_fp16(
     tiny_model: Path,
     network_calls: list[str],
     empty_cache: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     normal, abnormal = dataset
     out = tmp_path / "model"
@@ -88,6 +89,8 @@ def test_offline_run_calibrates_stops_on_time_resumes_and_exports_fp16(
     assert any("different sizes: 64x64 (6), 80x80 (1)" in w for w in warnings)
     assert any("1 normal images are byte-identical" in w for w in warnings)
     assert (card.steps, card.extra["stopped_by"], card.train_images) == (1, "time-budget", 5)
+    order = card.extra["memory_format"]  # the log names the order the card records, on a real fit
+    assert f"train: the student steps in {order} memory order, the faster here" in capsys.readouterr().err
     assert (card.threshold_policy, card.extra["export_precision"]) == ("f1", "fp16")
     assert read_card(out / XML_IN_EXPORT) == card
     figures = card.validation
