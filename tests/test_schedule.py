@@ -12,6 +12,7 @@ import torch
 
 from training.callbacks import (
     MIN_RESERVE_S,
+    RETIME_EVERY_S,
     FinalDecay,
     TimeBudget,
     after_training_seconds,
@@ -100,33 +101,51 @@ def test_the_eval_pass_is_timed_as_validation_runs_the_model() -> None:
     halve = torch.nn.Upsample(scale_factor=0.5)
     module = SimpleNamespace(pre_processor=halve, device="cpu", model=model)
     trainer = SimpleNamespace(precision_plugin=SimpleNamespace(forward_context=contextlib.nullcontext))
-    seconds = eval_pass_seconds(trainer, module, SimpleNamespace(image=torch.rand(4, 3, 64, 64)))  # type: ignore[arg-type]
-    assert seconds > 0 and model.calls == [(False, False, (1, 3, 32, 32))] * 2  # the second is timed
+    batch = SimpleNamespace(image=torch.rand(4, 3, 64, 64))
+    seconds = eval_pass_seconds(trainer, module, batch, 3)  # type: ignore[arg-type]
+    assert len(seconds) == 3 and all(s > 0 for s in seconds)
+    assert model.calls == [(False, False, (1, 3, 32, 32))] * 4  # an untimed pass builds the kernels
     assert model.training and model.inner.training
+    model.calls.clear()
+    assert len(eval_pass_seconds(trainer, module, batch, 1, warm_up=False)) == 1  # type: ignore[arg-type]
+    assert len(model.calls) == 1
+
+
+class Passes:
+    """Stands in for ``eval_pass_seconds``: hands out the timings it is given, and notes each call."""
+
+    def __init__(self, *timings: float) -> None:
+        self.timings = list(timings)
+        self.calls: list[tuple[int, bool]] = []
+
+    def __call__(
+        self, trainer: object, module: object, batch: object, repeats: int = 1, *, warm_up: bool = True
+    ) -> list[float]:
+        self.calls.append((repeats, warm_up))
+        taken, self.timings = self.timings[:repeats], self.timings[repeats:]
+        return taken
+
+
+def a_budget_trainer(train_images: int = 100, held_out_images: int = 25) -> SimpleNamespace:
+    data = SimpleNamespace(train_data=[None] * train_images, val_data=[None] * held_out_images)
+    return SimpleNamespace(
+        global_step=0, should_stop=False, datamodule=data, optimizers=a_trainer().optimizers
+    )
 
 
 def test_the_budget_counts_from_the_command_and_keeps_time_for_what_follows() -> None:
     """--max-minutes 30 is the whole run: training stops early enough for the map scale,
     calibration and export, as long as this CPU takes for them at its eval pass's speed."""
     now = [60.0]  # the command started at 0; checks and data set-up took a minute
-    timed: list[int] = []
-
-    def eval_seconds(*_: object) -> float:
-        timed.append(1)
-        return 0.4
-
-    budget = TimeBudget(
-        minutes=30, clock=lambda: now[0], since=0.0, scale_images=200, eval_seconds=eval_seconds
-    )
-    data = SimpleNamespace(train_data=[None] * 100, val_data=[None] * 25)
-    optimizers = a_trainer().optimizers
-    trainer = SimpleNamespace(global_step=0, should_stop=False, datamodule=data, optimizers=optimizers)
+    passes = Passes(0.4, 0.9, 0.4)  # one slow pass of three does not steer the estimate
+    budget = TimeBudget(minutes=30, clock=lambda: now[0], since=0.0, scale_images=200, eval_seconds=passes)
+    trainer = a_budget_trainer()
     budget.on_train_start(trainer, None)  # type: ignore[arg-type]
     assert budget.left() == pytest.approx(1740.0)  # before the eval pass is timed, nothing is kept
     now[0] += 100 * 0.4  # anomalib's teacher statistics
     budget.on_train_batch_start(trainer, None, None, 0)  # type: ignore[arg-type]
     budget.on_train_batch_start(trainer, None, None, 1)  # type: ignore[arg-type]
-    assert timed == [1]  # once per run
+    assert passes.calls == [(3, True)]  # three passes after a warm-up, then none until a minute has passed
     reserve = after_training_seconds(0.4, scored_images=100, held_out_images=25)  # the map scale on all 100
     assert budget.reserve_s == pytest.approx(reserve) and budget.deadline == pytest.approx(1800 - reserve)
 
@@ -140,10 +159,35 @@ def test_the_budget_counts_from_the_command_and_keeps_time_for_what_follows() ->
     budget.on_train_batch_end(trainer, None, None, None, 801)  # type: ignore[arg-type]
     assert trainer.should_stop and budget.stopped_at == 800  # the step Lightning reports
 
-    resumed = TimeBudget(
-        minutes=30, clock=lambda: now[0], since=now[0], scale_images=200, eval_seconds=lambda *_: 0.001
-    )
-    resumed.load_state_dict(budget.state_dict())  # --resume: the checkpoint keeps the estimate
-    resumed.on_train_start(trainer, None)  # type: ignore[arg-type]
-    resumed.on_train_batch_start(trainer, None, None, 0)  # type: ignore[arg-type]
-    assert resumed.reserve_s == pytest.approx(reserve)  # the larger of the two, not the floor
+
+def test_the_reserve_follows_the_cpu_through_the_run() -> None:
+    """A pass is timed again each minute of training; the reserve is reckoned on the median of the
+    latest five, so a CPU that slows down keeps more, and one odd timing moves nothing."""
+    now = [0.0]
+    passes = Passes(0.4, 0.4, 0.4, 2.0, 0.6, 0.6, 0.6, 0.6, 0.6)
+    budget = TimeBudget(minutes=30, clock=lambda: now[0], scale_images=200, eval_seconds=passes)
+    trainer = a_budget_trainer()
+    budget.on_train_start(trainer, None)  # type: ignore[arg-type]
+    budget.on_train_batch_start(trainer, None, None, 0)  # type: ignore[arg-type]
+    reserves = [budget.reserve_s]
+    for minute in range(1, 7):
+        now[0] = minute * RETIME_EVERY_S - 1
+        budget.on_train_batch_start(trainer, None, None, minute)  # type: ignore[arg-type]  # too soon
+        now[0] = minute * RETIME_EVERY_S
+        budget.on_train_batch_start(trainer, None, None, minute)  # type: ignore[arg-type]
+        reserves.append(budget.reserve_s)
+    assert passes.calls == [(3, True)] + [(1, False)] * 6 and not passes.timings
+    # the median of the latest five: the 2.0 is outvoted; three 0.6 of five say the CPU slowed
+    medians = (0.4, 0.4, 0.4, 0.6, 0.6, 0.6, 0.6)
+    assert reserves == [pytest.approx(after_training_seconds(m, 100, 25)) for m in medians]
+
+
+def test_a_resumed_run_keeps_the_checkpoints_reserve_until_it_has_timed_its_own() -> None:
+    first = TimeBudget(minutes=30, eval_seconds=Passes(0.4, 0.4, 0.4))
+    trainer = a_budget_trainer()
+    first.on_train_batch_start(trainer, None, None, 0)  # type: ignore[arg-type]
+    resumed = TimeBudget(minutes=30, eval_seconds=Passes(0.2, 0.2, 0.2))
+    resumed.load_state_dict(first.state_dict())  # --resume: the checkpoint keeps the estimate
+    assert resumed.reserve_s == pytest.approx(first.reserve_s)
+    resumed.on_train_batch_start(trainer, None, None, 0)  # type: ignore[arg-type]  # another day's CPU
+    assert resumed.reserve_s == pytest.approx(after_training_seconds(0.2, 0, 25))

@@ -448,6 +448,7 @@ def test_tiny_export_has_layout_and_valid_card(tiny_model: Path) -> None:
     assert (card.extra["map_scale"], card.extra["map_scale_images"]) == ("position", 8)  # all of them
     assert card.extra["penalty_crop"] == "half"
     assert card.extra["max_minutes"] == 29.0 and card.extra["time_reserve_seconds"] >= 60.0  # the floor
+    assert card.extra["eval_pass_seconds"] > 0  # what the reserve was reckoned on
     probe = card.extra["memory_format_step_seconds"]  # both orders timed, the faster one taken
     assert set(probe) == {"contiguous", "channels_last"} and all(v > 0 for v in probe.values())
     assert card.extra["memory_format"] == min(probe, key=probe.__getitem__)

@@ -13,10 +13,11 @@ Why not Lightning's own (read in lightning 2.x, the version anomalib 2.7 install
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -48,6 +49,15 @@ CALIBRATION_PASSES = 0.8  # per held-out image: the exported IR scores it for th
 EXPORT_PASSES = 130.0  # ONNX trace and OpenVINO conversion
 MARGIN = 1.4  # the spread of a shared CPU from run to run and day to day: 0.69-1.34 measured
 MIN_RESERVE_S = 60.0
+# The reserve used to rest on one eval pass, timed at the first step, for the whole run: one odd
+# timing, or a CPU that slowed down later (a shared CPU drifts during a run: one run of the
+# twenty-third session took 1.53 to 1.76 s per step), moved it all. The first estimate now takes the median
+# of three passes, and one more pass is timed every minute of training (0.6 s of 60 on a slow AVX2
+# CPU); the reserve follows the median of the latest five. A poly run of the twenty-fourth session
+# (0.61 s per pass) needed 1.02 times the passes counted, with the 1.4 margin 3.3 minutes to spare.
+FIRST_PASSES = 3
+RETIME_EVERY_S = 60.0
+RECENT_PASSES = 5
 
 
 def after_training_seconds(pass_s: float, scored_images: int, held_out_images: int) -> float:
@@ -62,17 +72,31 @@ def after_training_seconds(pass_s: float, scored_images: int, held_out_images: i
     return max(MIN_RESERVE_S, MARGIN * pass_s * passes)
 
 
-def eval_pass_seconds(trainer: Trainer, module: Any, batch: Any) -> float:
+def eval_pass_seconds(
+    trainer: Trainer, module: Any, batch: Any, repeats: int = 1, *, warm_up: bool = True
+) -> list[float]:
     """Seconds one image takes through the whole model in eval mode without gradients, as the map
-    scale and validation run it (same precision); the second of two runs, the first building
-    oneDNN's kernels."""
+    scale and validation run it (same precision), for each of ``repeats`` passes; with ``warm_up``
+    an untimed pass first builds oneDNN's kernels."""
     resize = module.pre_processor if module.pre_processor is not None else (lambda x: x)
     image = resize(batch.image[:1]).to(module.device)
+    timings: list[float] = []
     with torch.no_grad(), evaluating(module.model), trainer.precision_plugin.forward_context():
-        module.model(image)
-        started = time.perf_counter()
-        module.model(image)
-        return time.perf_counter() - started
+        if warm_up:
+            module.model(image)
+        for _ in range(repeats):
+            started = time.perf_counter()
+            module.model(image)
+            timings.append(time.perf_counter() - started)
+    return timings
+
+
+class EvalTimer(Protocol):
+    """How ``TimeBudget`` times eval passes (``eval_pass_seconds``; tests pass a stand-in)."""
+
+    def __call__(
+        self, trainer: Trainer, module: Any, batch: Any, repeats: int = 1, *, warm_up: bool = True
+    ) -> list[float]: ...
 
 
 class TimeBudget(Callback):
@@ -80,11 +104,12 @@ class TimeBudget(Callback):
     start; training's start when None); calibration and export then run as usual.
 
     What comes after training is kept free of the budget (``reserve_s``): it is estimated from how
-    long one image takes through the whole model in eval mode, timed at the first training step
-    (``eval_pass_seconds``, ``after_training_seconds``). On a 2-core AVX2 CPU it is about six to
-    ten minutes (ELPV), on an AVX-512/AMX one one or two. Lightning runs the held-out validation when
-    ``should_stop`` is set, so the stopped model is calibrated on its final weights exactly as a full
-    run would be.
+    long one image takes through the whole model in eval mode (``eval_pass_seconds``,
+    ``after_training_seconds``), timed a few times at the first training step and once more every
+    minute of training, from the median of the latest timings. On a 2-core AVX2 CPU it is about six
+    to ten minutes (ELPV), on an AVX-512/AMX one one or two. Lightning runs the held-out validation
+    when ``should_stop`` is set, so the stopped model is calibrated on its final weights exactly as a
+    full run would be.
     """
 
     def __init__(
@@ -94,7 +119,7 @@ class TimeBudget(Callback):
         *,
         since: float | None = None,
         scale_images: int = 0,
-        eval_seconds: Callable[[Trainer, LightningModule, Any], float] = eval_pass_seconds,
+        eval_seconds: EvalTimer = eval_pass_seconds,
     ) -> None:
         self.seconds = minutes * 60.0
         self.clock = clock
@@ -103,7 +128,8 @@ class TimeBudget(Callback):
         self.started = 0.0  # training's start
         self.eval_seconds = eval_seconds
         self.reserve_s = 0.0
-        self._measured = False
+        self.pass_seconds: list[float] = []  # this run's timed eval passes, oldest first
+        self._timed_at: float | None = None
         self.stopped_at: int | None = None
 
     @property
@@ -117,18 +143,26 @@ class TimeBudget(Callback):
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self._measured:
+        first = self._timed_at is None
+        if not first and self.clock() - self._timed_at < RETIME_EVERY_S:  # type: ignore[operator]
             return
-        self._measured = True
+        if first:
+            self.pass_seconds += self.eval_seconds(trainer, pl_module, batch, FIRST_PASSES)
+        else:  # the kernels are built: one pass is enough
+            self.pass_seconds += self.eval_seconds(trainer, pl_module, batch, 1, warm_up=False)
+        self._timed_at = self.clock()
         data = trainer.datamodule  # type: ignore[attr-defined]
         scored = min(self.scale_images, len(data.train_data))
-        estimate = after_training_seconds(
-            self.eval_seconds(trainer, pl_module, batch), scored, len(data.val_data)
-        )
-        self.reserve_s = max(self.reserve_s, estimate)  # a resumed run keeps its first estimate if larger
+        self.reserve_s = after_training_seconds(self.pass_s, scored, len(data.val_data))
+
+    @property
+    def pass_s(self) -> float:
+        """The eval pass the reserve is reckoned on: the median of the latest timings."""
+        return statistics.median(self.pass_seconds[-RECENT_PASSES:]) if self.pass_seconds else 0.0
 
     def state_dict(self) -> dict[str, Any]:
-        """The reserve travels in the checkpoint (the time already spent does not: see above)."""
+        """The reserve travels in the checkpoint (the time already spent does not: see above). A
+        resumed run keeps it until it has timed passes of its own on the CPU it resumes on."""
         return {"reserve_s": self.reserve_s}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

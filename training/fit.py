@@ -65,6 +65,7 @@ class _Run:
     learning_rate_dropped_at: int | None
     map_scale_images: int  # 0: the map is not scaled per position
     time_reserve_s: float | None  # what the time budget kept for the work after training
+    eval_pass_s: float | None  # the eval pass that reserve was reckoned on
     memory_format: str  # the student's weights' order, the faster one on this CPU
     step_seconds: dict[str, float]  # what each order's probe step took
 
@@ -147,6 +148,7 @@ def _card(recipe: Recipe, run: _Run) -> ModelCard:
             "learning_rate_dropped_at_step": run.learning_rate_dropped_at,
             "max_minutes": o.max_minutes,
             "time_reserve_seconds": None if run.time_reserve_s is None else round(run.time_reserve_s, 1),
+            "eval_pass_seconds": None if run.eval_pass_s is None else round(run.eval_pass_s, 3),
             "memory_format": run.memory_format,
             "memory_format_step_seconds": {k: round(v, 3) for k, v in run.step_seconds.items()},
             "resumed_from": str(recipe.resume_from) if recipe.resume_from else None,
@@ -238,6 +240,7 @@ def _fit_and_export(recipe: Recipe, output: Path, since: float) -> _Run:
             learning_rate_dropped_at=decay.dropped_at,
             map_scale_images=model.map_scale_images,
             time_reserve_s=budget.reserve_s if budget else None,
+            eval_pass_s=budget.pass_s if budget and budget.pass_seconds else None,
             memory_format=model.memory_format,
             step_seconds=model.step_seconds,
         )
