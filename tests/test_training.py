@@ -26,6 +26,7 @@ from training.options import TrainOptions
 from training.penalty import CLASS_NAME, build_penalty_set, check_penalty_dir, source_photos
 from training.progress import TrainingProgress
 from training.recipe import cpu_precision
+from training.settings import TEACHER_STATS_IMAGES
 from training.synthetic import make_surface_set, surface_image
 from training.teacher import Teacher, apply_teacher, cached_teacher_path, resolve_teacher
 
@@ -390,6 +391,12 @@ def test_progress_log_is_sparse_and_has_an_eta() -> None:
     assert 20 <= len(lines) <= 80  # 25 minutes of training
     assert "step 500/1000 (50%)  loss 2.000  1.50 s/step  ETA 12:30" in stream.getvalue()
     assert lines[-1].startswith("train: step 1000/1000 (100%)")
+    big = io.StringIO()
+    TrainingProgress(1000, stream=big, interactive=False).on_train_start(
+        SimpleNamespace(global_step=0, num_training_batches=552),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+    )
+    assert f"statistics over {TEACHER_STATS_IMAGES} training images" in big.getvalue()  # a sample of 552
 
 
 def test_progress_says_which_memory_order_the_fit_measured_faster() -> None:

@@ -124,7 +124,7 @@ def _add_model_options(train: argparse.ArgumentParser) -> None:
         choices=MAP_SCALES,
         default=MAP_SCALES[0],
         help="position: the student-teacher map is divided at each position by its mean on up to "
-        "200 training images, so that places the student copies less closely on good parts (an "
+        "64 training images, so that places the student copies less closely on good parts (an "
         "edge, a busbar) do not outscore a faint defect elsewhere (ELPV: AUROC +0.001 to +0.006 on "
         "mono cells, +0.016 to +0.019 on poly); "
         "none: anomalib's map as it is; --anomaly-map both is never scaled (default: %(default)s)",

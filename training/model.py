@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,14 @@ from training.lite_teacher import PDN_BORDER, FrozenLiteTeacher
 from training.memory_format import CHANNELS_LAST, CONTIGUOUS, StepTimer, faster_memory_format, step_seconds
 from training.position_scale import position_scale, resized
 from training.score_scale import UnclippedPostProcessor
-from training.settings import ANOMALY_MAPS, DEFAULT_LEARNING_RATE, MAP_SCALES, PENALTY_CROPS
+from training.settings import (
+    ANOMALY_MAPS,
+    DEFAULT_LEARNING_RATE,
+    MAP_QUANTILE_IMAGES,
+    MAP_SCALES,
+    PENALTY_CROPS,
+    TEACHER_STATS_IMAGES,
+)
 from training.teacher import Teacher, apply_teacher
 from training.teacher_memo import TeacherMemo
 
@@ -235,6 +243,16 @@ class InspectdEfficientAd(EfficientAd):
             self.data_transforms_imagenet = cropped
             self.imagenet_loader.dataset.transform = cropped  # type: ignore[attr-defined]
 
+    def teacher_channel_mean_std(self, dataloader: Any) -> dict[str, torch.Tensor]:
+        """anomalib's, on the first ``TEACHER_STATS_IMAGES`` images of the (shuffled) training
+        loader instead of all of them (``training.settings``)."""
+        return super().teacher_channel_mean_std(islice(dataloader, TEACHER_STATS_IMAGES))  # type: ignore[arg-type]
+
+    def map_norm_quantiles(self, dataloader: Any) -> dict[str, torch.Tensor]:
+        """anomalib's, on the held-out batches up to the one that brings the good images to
+        ``MAP_QUANTILE_IMAGES`` instead of all of them (``training.settings``)."""
+        return super().map_norm_quantiles(_until_good_images(dataloader, MAP_QUANTILE_IMAGES))  # type: ignore[arg-type]
+
     def on_validation_start(self) -> None:
         """Before anomalib fits the map's quantiles on the held-out good images (and so before the
         export): measure the map's level per position on the training images, through the same
@@ -286,3 +304,14 @@ class InspectdEfficientAd(EfficientAd):
         hparams = checkpoint.get("hyper_parameters")
         if isinstance(hparams, dict) and isinstance(hparams.get("teacher"), Teacher):
             checkpoint["hyper_parameters"] = {**hparams, "teacher": hparams["teacher"].source}
+
+
+def _until_good_images(batches: Iterable[Any], wanted: int) -> Iterator[Any]:
+    """``batches`` up to and including the one that brings the good images (``gt_label`` 0) seen
+    to ``wanted``."""
+    good = 0
+    for batch in batches:
+        yield batch
+        good += int((batch.gt_label == 0).sum())
+        if good >= wanted:
+            return

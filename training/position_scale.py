@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-MAX_IMAGES = 200  # more add nothing measurable (20 already did) and cost a teacher pass each
+from training.settings import MAP_SCALE_IMAGES
+
 BATCH = 16
 FLOOR = 1e-3  # of the mean level: a position the student copies perfectly must not divide by ~0
 
@@ -25,7 +26,7 @@ DistanceFn = Callable[[torch.Tensor], torch.Tensor]  # images -> (N, C, h, w) sq
 
 @torch.no_grad()
 def position_scale(
-    distance: DistanceFn, images: Iterable[torch.Tensor], max_images: int = MAX_IMAGES
+    distance: DistanceFn, images: Iterable[torch.Tensor], max_images: int = MAP_SCALE_IMAGES
 ) -> tuple[torch.Tensor, int]:
     """(1, 1, h, w): the channel-mean squared difference at each position, averaged over at most
     ``max_images`` of ``images`` (each (1, 3, H, W) or a batch) and divided by its own mean, so that

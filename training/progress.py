@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import tqdm  # type: ignore[import-untyped]  # no types-tqdm in the dev extras
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from training.settings import TEACHER_STATS_IMAGES
+
 if TYPE_CHECKING:
     from training.callbacks import TimeBudget
 
@@ -79,7 +81,7 @@ class TrainingProgress(Callback):
         )
         self.say(
             f"train: up to {self.total} steps{limit}; first computing teacher feature statistics over "
-            f"{_count(trainer.num_training_batches)} training images"
+            f"{_stats_images(trainer.num_training_batches)} training images"
         )
         order = memory_order_line(pl_module)
         if order:
@@ -158,6 +160,12 @@ def _loss(outputs: Any) -> float | None:
 def _count(batches: Any) -> str:
     total = sum(batches) if isinstance(batches, list) else batches
     return str(int(total)) if total != float("inf") else "all"
+
+
+def _stats_images(batches: Any) -> str:
+    """How many training images the teacher's statistics take: at most ``TEACHER_STATS_IMAGES``."""
+    total = sum(batches) if isinstance(batches, list) else batches
+    return str(int(min(total, TEACHER_STATS_IMAGES)))
 
 
 @contextlib.contextmanager
