@@ -56,10 +56,11 @@ MARGIN = 1.4  # the spread of a shared CPU from run to run and day to day: 0.69-
 MIN_RESERVE_S = 60.0
 # The reserve used to rest on one eval pass, timed at the first step, for the whole run: one odd
 # timing, or a CPU that slowed down later (a shared CPU drifts during a run: one run of the
-# twenty-third session took 1.53 to 1.76 s per step), moved it all. The first estimate now takes the median
-# of three passes, and one more pass is timed every minute of training (0.6 s of 60 on a slow AVX2
-# CPU); the reserve follows the median of the latest five. A poly run of the twenty-fourth session
-# (0.61 s per pass) needed 1.02 times the passes counted, with the 1.4 margin 3.3 minutes to spare.
+# twenty-third session took 1.53 to 1.76 s per step), moved it all. The first estimate now takes
+# the median of three passes, and one more pass is timed every minute of training (0.6 s of 60 on
+# a slow AVX2 CPU); the reserve follows the median of the latest five. Two poly runs of the
+# twenty-fourth session (0.61-0.63 s per pass) needed 1.02-1.03 times the passes counted, so the
+# 1.4 margin left them 2-3 minutes.
 FIRST_PASSES = 3
 RETIME_EVERY_S = 60.0
 RECENT_PASSES = 5
