@@ -117,7 +117,7 @@ class TimeBudget(Callback):
     long one image takes through the whole model in eval mode (``eval_pass_seconds``,
     ``after_training_seconds``), timed a few times at the first training step and once more every
     minute of training, from the median of the latest timings. On a 2-core AVX2 CPU it is about six
-    to ten minutes (ELPV), on an AVX-512/AMX one one or two. Lightning runs the held-out validation
+    to eight minutes (ELPV), on an AVX-512/AMX one one or two. Lightning runs the held-out validation
     when ``should_stop`` is set, so the stopped model is calibrated on its final weights exactly as a
     full run would be.
     """
