@@ -155,13 +155,12 @@ class TimeBudget(Callback):
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        first = self._timed_at is None
-        if not first and self.clock() - self._timed_at < RETIME_EVERY_S:  # type: ignore[operator]
+        if self._timed_at is not None and self.clock() - self._timed_at < RETIME_EVERY_S:
             return
-        if first:
-            self.pass_seconds += self.eval_seconds(trainer, pl_module, batch, FIRST_PASSES)
-        else:  # the kernels are built: one pass is enough
-            self.pass_seconds += self.eval_seconds(trainer, pl_module, batch, 1, warm_up=False)
+        first = self._timed_at is None  # later, the kernels are built and one pass is enough
+        self.pass_seconds += self.eval_seconds(
+            trainer, pl_module, batch, FIRST_PASSES if first else 1, warm_up=first
+        )
         self._timed_at = self.clock()
         data = trainer.datamodule  # type: ignore[attr-defined]
         scored = min(self.scale_images, len(data.train_data))

@@ -42,7 +42,7 @@ from training.penalty import build_penalty_set
 from training.progress import TrainingProgress, quiet_libraries
 from training.recipe import Recipe, prepare
 from training.resume import mismatch
-from training.settings import MAP_QUANTILE_IMAGES, MAP_SCALE_IMAGES
+from training.settings import MAP_SCALE_IMAGES
 
 HELD_OUT_RATIO = 0.2
 
@@ -208,13 +208,7 @@ def _fit_and_export(recipe: Recipe, output: Path, since: float) -> _Run:
             penalty_crop=o.penalty_crop,
         )
         scale_images = MAP_SCALE_IMAGES if model.scale_positions else 0
-        budget = (
-            TimeBudget(
-                o.max_minutes, since=since, scale_images=scale_images, quantile_images=MAP_QUANTILE_IMAGES
-            )
-            if o.max_minutes
-            else None
-        )
+        budget = TimeBudget(o.max_minutes, since=since, scale_images=scale_images) if o.max_minutes else None
         early = AurocEarlyStopping(recipe.early_stop_every, o.patience) if recipe.early_stop_every else None
         decay = FinalDecay(o.max_steps, budget)
         engine = _engine(recipe, output, work, budget=budget, early=early, decay=decay)

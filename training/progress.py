@@ -157,15 +157,19 @@ def _loss(outputs: Any) -> float | None:
     return float(loss) if loss is not None else None
 
 
+def _batches(batches: Any) -> float:
+    """Lightning's batch count: a number, a list of them (one per loader), or inf."""
+    return float(sum(batches) if isinstance(batches, list) else batches)
+
+
 def _count(batches: Any) -> str:
-    total = sum(batches) if isinstance(batches, list) else batches
+    total = _batches(batches)
     return str(int(total)) if total != float("inf") else "all"
 
 
 def _stats_images(batches: Any) -> str:
     """How many training images the teacher's statistics take: at most ``TEACHER_STATS_IMAGES``."""
-    total = sum(batches) if isinstance(batches, list) else batches
-    return str(int(min(total, TEACHER_STATS_IMAGES)))
+    return str(int(min(_batches(batches), TEACHER_STATS_IMAGES)))
 
 
 @contextlib.contextmanager
