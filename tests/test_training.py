@@ -445,6 +445,7 @@ def test_tiny_export_has_layout_and_valid_card(tiny_model: Path) -> None:
     assert (card.steps, card.teacher, card.train_images) == (3, "random(seed=0)", 8)
     assert (card.threshold_policy, card.image_size) == ("normal-quantile=0.99", (256, 256))
     assert card.validation["n_normal"] == 2 and card.validation["n_abnormal"] == 0
+    assert card.extra["validation_images"] == 2  # fewer than the sample: all of them
     assert card.validation["normal_score_max"] >= card.threshold  # 0.99-quantile of two scores
     assert card.created_at.endswith("+00:00")
     assert card.extra["precision"] == cpu_precision()

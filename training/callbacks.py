@@ -25,6 +25,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from inspectd.export import LAST_CHECKPOINT
 from training.eval_mode import evaluating
 from training.settings import MAP_QUANTILE_IMAGES
+from training.validation_sample import sample_images
 
 # What follows the last training step, in eval passes of the whole model (teacher, student and
 # maps on one image, no gradients) timed on this CPU at the first training step. The counts were
@@ -44,13 +45,13 @@ from training.settings import MAP_QUANTILE_IMAGES
 # the poly run's train() took 30.4 minutes of its 29. The margin is now 1.4, above the 1.34 times
 # the counted passes that poly run needed; on a day like the earlier one a run then ends about 4.5-5
 # minutes early instead of about 3.
-# Since the map's quantiles take a sample of the held-out images (training.settings), the 2.6
-# passes per held-out image first fitted for quantiles and validation step together are counted
-# half for each, as the map scale's 1.3 per image.
+# Since the map's quantiles and the validation step take a sample of the held-out images
+# (training.validation_sample), the 2.6 passes per held-out image first fitted for the two together
+# are counted half for each, on the sample, as the map scale's 1.3 per image.
 SCALE_PASSES = 1.3  # per training image the map scale is measured on
-QUANTILE_PASSES = 1.3  # per held-out image anomalib's map quantiles are taken on
-VALIDATION_PASSES = 1.3  # per held-out image: the validation step
-CALIBRATION_PASSES = 0.8  # per held-out image: the exported IR scores it for the threshold
+QUANTILE_PASSES = 1.3  # per held-out image of the sample: anomalib's map quantiles
+VALIDATION_PASSES = 1.3  # per held-out image of the sample: the validation step
+CALIBRATION_PASSES = 0.8  # per held-out image, all of them: the exported IR scores it for the threshold
 EXPORT_PASSES = 130.0  # ONNX trace and OpenVINO conversion
 MARGIN = 1.4  # the spread of a shared CPU from run to run and day to day: 0.69-1.34 measured
 MIN_RESERVE_S = 60.0
@@ -67,16 +68,16 @@ RECENT_PASSES = 5
 
 
 def after_training_seconds(
-    pass_s: float, scored_images: int, held_out_images: int, quantile_images: int = MAP_QUANTILE_IMAGES
+    pass_s: float, scored_images: int, sampled_images: int, held_out_images: int
 ) -> float:
     """How long the map scale, validation, export and calibration will take, at ``pass_s`` seconds
     per eval pass of the model: the map scale on ``scored_images`` training images, the map's
-    quantiles on up to ``quantile_images`` of the ``held_out_images``, validation and calibration
-    on all of them."""
+    quantiles and the validation step on the ``sampled_images`` of the held-out images
+    (``training.validation_sample``), calibration on all ``held_out_images``."""
     passes = (
         SCALE_PASSES * scored_images
-        + QUANTILE_PASSES * min(quantile_images, held_out_images)
-        + (VALIDATION_PASSES + CALIBRATION_PASSES) * held_out_images
+        + (QUANTILE_PASSES + VALIDATION_PASSES) * sampled_images
+        + CALIBRATION_PASSES * held_out_images
         + EXPORT_PASSES
     )
     return max(MIN_RESERVE_S, MARGIN * pass_s * passes)
@@ -129,14 +130,14 @@ class TimeBudget(Callback):
         *,
         since: float | None = None,
         scale_images: int = 0,
-        quantile_images: int = MAP_QUANTILE_IMAGES,
+        sample: int = MAP_QUANTILE_IMAGES,
         eval_seconds: EvalTimer = eval_pass_seconds,
     ) -> None:
         self.seconds = minutes * 60.0
         self.clock = clock
         self.since = since
         self.scale_images = scale_images  # training images the map scale will be measured on
-        self.quantile_images = quantile_images  # held-out images the map's quantiles will be taken on
+        self.sample = sample  # good held-out images the map's quantiles and validation take
         self.started = 0.0  # training's start
         self.eval_seconds = eval_seconds
         self.reserve_s = 0.0
@@ -164,7 +165,8 @@ class TimeBudget(Callback):
         self._timed_at = self.clock()
         data = trainer.datamodule  # type: ignore[attr-defined]
         scored = min(self.scale_images, len(data.train_data))
-        self.reserve_s = after_training_seconds(self.pass_s, scored, len(data.val_data), self.quantile_images)
+        sampled = sample_images(data, self.sample)
+        self.reserve_s = after_training_seconds(self.pass_s, scored, sampled, len(data.val_data))
 
     @property
     def pass_s(self) -> float:

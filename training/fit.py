@@ -43,6 +43,7 @@ from training.progress import TrainingProgress, quiet_libraries
 from training.recipe import Recipe, prepare
 from training.resume import mismatch
 from training.settings import MAP_SCALE_IMAGES
+from training.validation_sample import ValidationSample
 
 HELD_OUT_RATIO = 0.2
 
@@ -55,6 +56,7 @@ class _Run:
     steps: int
     train_images: int
     held_out_images: int
+    validation_images: int  # of the held-out ones, those anomalib's validation step scored
     train_seconds: float
     export_seconds: float
     threshold: float
@@ -155,6 +157,7 @@ def _card(recipe: Recipe, run: _Run) -> ModelCard:
             "normal_dir": str(o.normal_dir.resolve()),
             "abnormal_images": len(recipe.abnormals),
             "held_out_images": run.held_out_images,
+            "validation_images": run.validation_images,
             "penalty_set": str(o.imagenet_dir.resolve()) if o.imagenet_dir else "scikit-image sample photos",
             "train_seconds": round(run.train_seconds, 1),
             "export_seconds": round(run.export_seconds, 1),
@@ -211,7 +214,8 @@ def _fit_and_export(recipe: Recipe, output: Path, since: float) -> _Run:
         budget = TimeBudget(o.max_minutes, since=since, scale_images=scale_images) if o.max_minutes else None
         early = AurocEarlyStopping(recipe.early_stop_every, o.patience) if recipe.early_stop_every else None
         decay = FinalDecay(o.max_steps, budget)
-        engine = _engine(recipe, output, work, budget=budget, early=early, decay=decay)
+        sample = ValidationSample()
+        engine = _engine(recipe, output, work, budget=budget, early=early, decay=decay, sample=sample)
         started = time.monotonic()
         with quiet_libraries(), _ctrl_c_raises():
             _fit(engine, model, datamodule, recipe.resume_from)
@@ -230,6 +234,7 @@ def _fit_and_export(recipe: Recipe, output: Path, since: float) -> _Run:
             steps=engine.trainer.global_step,
             train_images=len(datamodule.train_data),
             held_out_images=len(datamodule.val_data),
+            validation_images=sample.images,
             train_seconds=train_s,
             export_seconds=export_s,
             threshold=threshold,
@@ -254,9 +259,10 @@ def _engine(
     budget: TimeBudget | None,
     early: AurocEarlyStopping | None,
     decay: FinalDecay,
+    sample: ValidationSample,
 ) -> Engine:
     o = recipe.options
-    callbacks: list[Any] = [TrainingProgress(o.max_steps, budget=budget)]
+    callbacks: list[Any] = [TrainingProgress(o.max_steps, budget=budget), sample]
     if o.checkpoint_every:
         callbacks.append(PeriodicCheckpoint(output / CHECKPOINTS, o.checkpoint_every))
     if budget:

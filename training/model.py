@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import nullcontext
 from itertools import islice
 from pathlib import Path
@@ -37,6 +37,7 @@ from training.settings import (
 )
 from training.teacher import Teacher, apply_teacher
 from training.teacher_memo import TeacherMemo
+from training.validation_sample import until_good_images
 
 BOTH_MAPS = "mean of student-teacher and autoencoder maps"
 STUDENT_TEACHER_MAP = "student-teacher map"
@@ -251,7 +252,8 @@ class InspectdEfficientAd(EfficientAd):
     def map_norm_quantiles(self, dataloader: Any) -> dict[str, torch.Tensor]:
         """anomalib's, on the held-out batches up to the one that brings the good images to
         ``MAP_QUANTILE_IMAGES`` instead of all of them (``training.settings``)."""
-        return super().map_norm_quantiles(_until_good_images(dataloader, MAP_QUANTILE_IMAGES))  # type: ignore[arg-type]
+        sample = until_good_images(dataloader, MAP_QUANTILE_IMAGES, _good_images)
+        return super().map_norm_quantiles(sample)  # type: ignore[arg-type]
 
     def on_validation_start(self) -> None:
         """Before anomalib fits the map's quantiles on the held-out good images (and so before the
@@ -306,12 +308,5 @@ class InspectdEfficientAd(EfficientAd):
             checkpoint["hyper_parameters"] = {**hparams, "teacher": hparams["teacher"].source}
 
 
-def _until_good_images(batches: Iterable[Any], wanted: int) -> Iterator[Any]:
-    """``batches`` up to and including the one that brings the good images (``gt_label`` 0) seen
-    to ``wanted``."""
-    good = 0
-    for batch in batches:
-        yield batch
-        good += int((batch.gt_label == 0).sum())
-        if good >= wanted:
-            return
+def _good_images(batch: Any) -> int:
+    return int((batch.gt_label == 0).sum())
