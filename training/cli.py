@@ -183,7 +183,8 @@ def _add_run_options(train: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_MINUTES,
         metavar="M",
         help="the whole run's wall-clock budget, from the start to the written export: training stops "
-        "early enough to leave time for the map scale, calibration and export (estimated from how fast "
+        "early enough to leave time for the map scale, validation (on the held-out images up to 32 "
+        "good ones), calibration (on all of them) and export (estimated from how fast "
         "one image goes through the model on this CPU; model.json -> extra.time_reserve_seconds), so "
         "with the defaults a run ends within 30 minutes on a slow CPU too (default: %(default)s)",
     )

@@ -40,7 +40,8 @@ DEFAULT_MAX_MINUTES = 29.0
 #   on the ELPV screens;
 # - the map's 0.9 and 0.995 quantiles, which anomalib takes on every good held-out image: with the
 #   student-teacher map alone they only scale the map (the threshold is calibrated afterwards, so no
-#   verdict changes), and 32 images hold two million map values.
+#   verdict changes), and 32 images hold two million map values. anomalib's validation step, which
+#   only sets the exported score scale, reads the same held-out batches (training.validation_sample).
 TEACHER_STATS_IMAGES = 200
 MAP_SCALE_IMAGES = 64
 MAP_QUANTILE_IMAGES = 32
