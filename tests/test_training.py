@@ -399,6 +399,22 @@ def test_progress_log_is_sparse_and_has_an_eta() -> None:
     assert f"statistics over {TEACHER_STATS_IMAGES} training images" in big.getvalue()  # a sample of 552
 
 
+def test_progress_says_how_many_held_out_images_validation_scores() -> None:
+    class HeldOut(list[None]):  # anomalib's held-out dataset: its length, and its labels in order
+        samples = SimpleNamespace(label_index=[1] * 6 + [0] * 132)
+
+    stream = io.StringIO()
+    data = SimpleNamespace(val_data=HeldOut([None] * 138), eval_batch_size=8)
+    progress = TrainingProgress(100, stream=stream, interactive=False)
+    progress.on_validation_start(SimpleNamespace(datamodule=data), None)  # type: ignore[arg-type]
+    progress.on_validation_start(SimpleNamespace(num_val_batches=[3]), None)  # type: ignore[arg-type]
+    assert stream.getvalue().splitlines() == [
+        "train: scoring 40 of the 138 held-out images to set the score scale "
+        "(the threshold is calibrated on all of them after the export)",  # 6 defects, then 32 good
+        "train: scoring 3 held-out batches to set the score scale",
+    ]
+
+
 def test_progress_says_which_memory_order_the_fit_measured_faster() -> None:
     stream = io.StringIO()
     progress = TrainingProgress(100, stream=stream, interactive=False)

@@ -16,6 +16,7 @@ import tqdm  # type: ignore[import-untyped]  # no types-tqdm in the dev extras
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from training.settings import TEACHER_STATS_IMAGES
+from training.validation_sample import sample_images
 
 if TYPE_CHECKING:
     from training.callbacks import TimeBudget
@@ -126,9 +127,16 @@ class TrainingProgress(Callback):
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._close_bar()
-        held_out = getattr(getattr(trainer, "datamodule", None), "val_data", None)
-        count = len(held_out) if held_out is not None else _count(trainer.num_val_batches)
-        self.say(f"train: scoring {count} held-out images to set the score normalisation and threshold")
+        data: Any = getattr(trainer, "datamodule", None)
+        if getattr(data, "val_data", None) is None:
+            self.say(
+                f"train: scoring {_count(trainer.num_val_batches)} held-out batches to set the score scale"
+            )
+            return
+        self.say(
+            f"train: scoring {sample_images(data)} of the {len(data.val_data)} held-out images to set the "
+            "score scale (the threshold is calibrated on all of them after the export)"
+        )
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._close_bar()
