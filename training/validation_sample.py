@@ -37,7 +37,7 @@ def sample_batches(labels: Sequence[int], batch_size: int, wanted: int = MAP_QUA
     """How many eval batches of ``batch_size`` the sample takes from held-out images labelled
     ``labels`` (0 good, 1 defective) in the order the loader reads them."""
     chunks = (labels[start : start + batch_size] for start in range(0, len(labels), batch_size))
-    return sum(1 for _ in until_good_images(chunks, wanted, lambda chunk: list(chunk).count(0)))
+    return sum(1 for _ in until_good_images(chunks, wanted, lambda chunk: chunk.count(0)))
 
 
 def sample_images(datamodule: Any, wanted: int = MAP_QUANTILE_IMAGES) -> int:
