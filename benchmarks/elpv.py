@@ -42,6 +42,7 @@ from training.settings import (
     MAP_SCALES,
     MODEL_SIZES,
     PENALTY_CROPS,
+    STUDENT_WIDTHS,
 )
 
 NORMAL_PROB, ABNORMAL_PROB = 0.0, 1.0
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             max_minutes=args.max_minutes,
             image_size=args.image_size,
             model_size=args.model_size,
+            student_width=args.student_width,
             learning_rate=args.learning_rate,
             anomaly_map=args.anomaly_map,
             map_scale=args.map_scale,
@@ -137,6 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "steps": card.steps,
         "image_size": args.image_size,
         "model_size": args.model_size,
+        "student_width": args.student_width,
         "learning_rate": args.learning_rate,
         "anomaly_map": model.card.extra.get("anomaly_map"),
         "map_scale": model.card.extra.get("map_scale"),
@@ -199,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         help="wall-clock cap on training, as for `inspectd train` (default %(default)s)",
     )
     parser.add_argument("--model-size", choices=MODEL_SIZES, default="small")
+    parser.add_argument(
+        "--student-width", choices=STUDENT_WIDTHS, default=STUDENT_WIDTHS[0], help="as inspectd train"
+    )
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="side in pixels")
     parser.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE)
     parser.add_argument("--teacher", default="auto", help="as inspectd train --teacher")

@@ -471,6 +471,8 @@ def test_tiny_export_has_layout_and_valid_card(tiny_model: Path) -> None:
     assert card.extra["anomaly_map"] == "student-teacher map"  # random teacher
     assert (card.extra["map_scale"], card.extra["map_scale_images"]) == ("position", 8)  # all of them
     assert card.extra["penalty_crop"] == "half"
+    # --student-width auto timed the full student; 3 steps fit in any budget, so it trained full
+    assert card.extra["student_width"] == "full" and card.extra["full_student_step_seconds"] > 0
     assert card.extra["max_minutes"] == 29.0 and card.extra["time_reserve_seconds"] >= 60.0  # the floor
     assert card.extra["eval_pass_seconds"] > 0  # what the reserve was reckoned on
     probe = card.extra["memory_format_step_seconds"]  # both orders timed, the faster one taken

@@ -104,8 +104,8 @@ def test_offline_run_calibrates_stops_on_time_resumes_and_exports_fp16(
     assert figures["far"] == sum(s < card.threshold for s in scores) / len(scores)
 
     fp16 = (out / XML_IN_EXPORT).with_suffix(".bin").stat().st_size
-    fp32 = (tiny_model / XML_IN_EXPORT).with_suffix(".bin").stat().st_size
-    assert 0.45 < fp16 / fp32 < 0.55
+    # --student-width auto: a budget that holds no full-width step trains the half-width student
+    assert card.extra["student_width"] == "half" and card.extra["full_student_step_seconds"] > 0
 
     assert trained_on(out, [normal / "0000.png", abnormal / "0000.png", *tiny_model.glob("*.json")]) == [
         normal / "0000.png",
@@ -132,6 +132,10 @@ def test_offline_run_calibrates_stops_on_time_resumes_and_exports_fp16(
         warn=warnings.append,
     )
     assert (resumed.steps, resumed.extra["stopped_by"]) == (3, "max-steps")
+    # auto would pick full for 3 steps in 29 minutes; the resumed fit keeps its checkpoint's student
+    assert (resumed.extra["student_width"], resumed.extra["full_student_step_seconds"]) == ("half", None)
+    fp32 = (out / XML_IN_EXPORT).with_suffix(".bin").stat().st_size  # the same network in fp32
+    assert 0.45 < fp16 / fp32 < 0.55
     history = resumed.extra["early_stopping"]["auroc_by_step"]
     assert [step for step, _ in history] == [2, 3]  # measured every step after the resumed one
     assert resumed.extra["early_stopping"]["best_step"] in (2, 3)

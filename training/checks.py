@@ -6,7 +6,14 @@ from pathlib import Path
 
 from inspectd.export import CHECKPOINTS, LAST_CHECKPOINT, XML_IN_EXPORT
 from training.errors import TrainingError
-from training.settings import ANOMALY_MAPS, EXPORT_PRECISIONS, MAP_SCALES, MODEL_SIZES, PENALTY_CROPS
+from training.settings import (
+    ANOMALY_MAPS,
+    EXPORT_PRECISIONS,
+    MAP_SCALES,
+    MODEL_SIZES,
+    PENALTY_CROPS,
+    STUDENT_WIDTHS,
+)
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 256, 1024  # below 256 the autoencoder's 8x8 bottleneck conv fails
 PRECISIONS = ("bf16-mixed", "32-true")  # Lightning's names for --train-precision bf16 | fp32
@@ -48,16 +55,23 @@ def check_options(
     anomaly_map: str = ANOMALY_MAPS[0],
     map_scale: str = MAP_SCALES[0],
     penalty_crop: str = PENALTY_CROPS[0],
+    student_width: str = STUDENT_WIDTHS[0],
 ) -> None:
     choices = {
         "--anomaly-map": (anomaly_map, ANOMALY_MAPS),
         "--map-scale": (map_scale, MAP_SCALES),
         "--penalty-crop": (penalty_crop, PENALTY_CROPS),
         "--model-size": (model_size, MODEL_SIZES),
+        "--student-width": (student_width, STUDENT_WIDTHS),
     }
     for flag, (value, allowed) in choices.items():
         if value not in allowed:
             raise TrainingError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+    if student_width == "half" and model_size != "small":
+        raise TrainingError(
+            f"--student-width half narrows the small model's student; with --model-size {model_size} "
+            "use --student-width full"
+        )
     if max_steps < 1:
         raise TrainingError(f"--max-steps must be at least 1, got {max_steps}")
     if not 0 < learning_rate < 1:

@@ -27,9 +27,11 @@ from training.settings import (
     DEFAULT_OPSET,
     DEFAULT_PATIENCE,
     EXPORT_PRECISIONS,
+    HALF_WIDTH_BELOW_STEPS,
     MAP_SCALES,
     MODEL_SIZES,
     PENALTY_CROPS,
+    STUDENT_WIDTHS,
 )
 
 PRECISION_FLAGS = {"auto": None, "bf16": "bf16-mixed", "fp32": "32-true"}  # -> Lightning's names
@@ -72,6 +74,17 @@ def _add_model_options(train: argparse.ArgumentParser) -> None:
     """Model size, teacher, seed, penalty images, input size, learning rate, arithmetic."""
     train.add_argument(
         "--model-size", choices=MODEL_SIZES, default="small", help="EfficientAD size (default: small)"
+    )
+    train.add_argument(
+        "--student-width",
+        choices=STUDENT_WIDTHS,
+        default=STUDENT_WIDTHS[0],
+        help="half: the small model's student with its hidden convolutions half as wide, a third of "
+        "the work per training step and per image scored, so more steps fit in --max-minutes; full: "
+        "anomalib's student; auto: one full-width step is timed first and half is taken where fewer "
+        f"than {HALF_WIDTH_BELOW_STEPS} would fit in --max-minutes (a slow CPU: on a 2-core AVX2 CPU "
+        "half trained 2.1x the steps and scored higher on ELPV, README, Accuracy), else full; "
+        "model.json -> extra.student_width says which (default: %(default)s)",
     )
     train.add_argument(
         "--teacher",
@@ -303,6 +316,7 @@ def options_from(args: argparse.Namespace) -> TrainOptions:
         abnormal_dir=args.abnormal,
         max_steps=args.max_steps,
         model_size=args.model_size,
+        student_width=args.student_width,
         teacher=args.teacher,
         seed=args.seed,
         imagenet_dir=args.imagenet_dir,

@@ -43,6 +43,7 @@ from training.progress import TrainingProgress, quiet_libraries
 from training.recipe import Recipe, prepare
 from training.resume import mismatch
 from training.settings import MAP_SCALE_IMAGES
+from training.student import chosen_width
 from training.validation_sample import ValidationSample
 
 HELD_OUT_RATIO = 0.2
@@ -70,6 +71,8 @@ class _Run:
     eval_pass_s: float | None  # the eval pass that reserve was reckoned on
     memory_format: str  # the student's weights' order, the faster one on this CPU
     step_seconds: dict[str, float]  # what each order's probe step took
+    student_width: str  # full or half (training.student)
+    width_probe_s: float | None  # the full student's step that --student-width auto was decided on
 
 
 def train(options: TrainOptions, *, warn: Callable[[str], None] | None = None) -> ModelCard:
@@ -145,6 +148,8 @@ def _card(recipe: Recipe, run: _Run) -> ModelCard:
             "map_scale": "position" if run.map_scale_images else "none",
             "map_scale_images": run.map_scale_images,
             "penalty_crop": o.penalty_crop,
+            "student_width": run.student_width,
+            "full_student_step_seconds": run.width_probe_s,
             "early_stopping": run.early_stopping,
             "final_learning_rate": run.final_learning_rate,
             "learning_rate_dropped_at_step": run.learning_rate_dropped_at,
@@ -200,6 +205,16 @@ def _fit_and_export(recipe: Recipe, output: Path, since: float) -> _Run:
             seed=o.seed,
         )
         penalty = o.imagenet_dir or build_penalty_set(work / "penalty", seed=o.seed)
+        penalty_side = o.image_size // 2 if o.penalty_crop == "half" else o.image_size
+        width, width_probe_s = chosen_width(
+            o.student_width,
+            o.model_size,
+            o.max_minutes,
+            o.max_steps,
+            (o.image_size, penalty_side),
+            bf16=recipe.precision.startswith("bf16"),
+            resume_from=recipe.resume_from,
+        )
         model = InspectdEfficientAd(
             recipe.teacher,
             penalty,
@@ -209,7 +224,9 @@ def _fit_and_export(recipe: Recipe, output: Path, since: float) -> _Run:
             anomaly_map=o.anomaly_map,
             map_scale=o.map_scale,
             penalty_crop=o.penalty_crop,
+            student_width=width,
         )
+        model.width_probe_seconds = width_probe_s
         scale_images = MAP_SCALE_IMAGES if model.scale_positions else 0
         budget = TimeBudget(o.max_minutes, since=since, scale_images=scale_images) if o.max_minutes else None
         early = AurocEarlyStopping(recipe.early_stop_every, o.patience) if recipe.early_stop_every else None
@@ -248,6 +265,8 @@ def _fit_and_export(recipe: Recipe, output: Path, since: float) -> _Run:
             eval_pass_s=budget.pass_s if budget and budget.pass_seconds else None,
             memory_format=model.memory_format,
             step_seconds=model.step_seconds,
+            student_width=width,
+            width_probe_s=width_probe_s,
         )
 
 

@@ -14,8 +14,6 @@ from anomalib.models import EfficientAd
 from anomalib.models.image.efficient_ad.torch_model import (
     EfficientAdModel,
     EfficientAdModelSize,
-    MediumPatchDescriptionNetwork,
-    SmallPatchDescriptionNetwork,
     reduce_tensor_elems,
 )
 from torch import nn
@@ -35,6 +33,7 @@ from training.settings import (
     PENALTY_CROPS,
     TEACHER_STATS_IMAGES,
 )
+from training.student import FULL, student_network
 from training.teacher import Teacher, apply_teacher
 from training.teacher_memo import TeacherMemo
 from training.validation_sample import until_good_images
@@ -90,15 +89,14 @@ class StudentTeacherScoring(EfficientAdModel):
     hard_quantile = 0.999
 
     def __init__(
-        self, teacher_out_channels: int = 384, model_size: EfficientAdModelSize = EfficientAdModelSize.S
+        self,
+        teacher_out_channels: int = 384,
+        model_size: EfficientAdModelSize = EfficientAdModelSize.S,
+        student_width: str = FULL,
     ) -> None:
         super().__init__(teacher_out_channels=teacher_out_channels, model_size=model_size)
-        network = (
-            MediumPatchDescriptionNetwork
-            if model_size == EfficientAdModelSize.M
-            else SmallPatchDescriptionNetwork
-        )
-        self.student = network(out_channels=teacher_out_channels)
+        size = EfficientAdModelSize(model_size).value
+        self.student = student_network(size, student_width, teacher_out_channels)
         self.ae = NoAutoencoder()  # type: ignore[assignment]
         self.teacher_memo = TeacherMemo()
         self.register_buffer("map_scale", torch.ones(1, 1, 1, 1))
@@ -210,6 +208,7 @@ class InspectdEfficientAd(EfficientAd):
         anomaly_map: str = ANOMALY_MAPS[0],
         map_scale: str = MAP_SCALES[0],
         penalty_crop: str = PENALTY_CROPS[0],
+        student_width: str = FULL,
     ) -> None:
         super().__init__(
             imagenet_dir=imagenet_dir,
@@ -220,7 +219,10 @@ class InspectdEfficientAd(EfficientAd):
         )
         if anomaly_map_for(anomaly_map) == STUDENT_TEACHER_MAP:
             # anomalib's defaults, as EfficientAd.__init__ passes them
-            self.model = StudentTeacherScoring(teacher_out_channels=384, model_size=self.model_size)
+            self.model = StudentTeacherScoring(384, self.model_size, student_width)
+        elif student_width != FULL:
+            # anomalib's student puts out the teacher's channels and the autoencoder's
+            self.model.student = student_network(model_size, student_width, 2 * 384)
         self.model.teacher = teacher_network(teacher, model_size)  # type: ignore[assignment]
         self.scale_positions = map_scale == "position" and isinstance(self.model, StudentTeacherScoring)
         self.map_scale_images = 0  # how many training images the last measured map_scale took
@@ -229,6 +231,8 @@ class InspectdEfficientAd(EfficientAd):
         self.step_timer: StepTimer = step_seconds  # how on_fit_start times the two memory orders
         self.memory_format = CONTIGUOUS  # the one on_fit_start measures faster
         self.step_seconds: dict[str, float] = {}
+        self.student_width = student_width
+        self.width_probe_seconds: float | None = None  # the fit's, when --student-width auto timed it
 
     def prepare_imagenette_data(self, image_size: tuple[int, int] | torch.Size) -> None:
         """anomalib's penalty-set loader; with ``--penalty-crop half`` its centre crop at the input

@@ -21,6 +21,7 @@ from training.settings import (
     DEFAULT_PATIENCE,
     MAP_SCALES,
     PENALTY_CROPS,
+    STUDENT_WIDTHS,
 )
 
 
@@ -36,6 +37,7 @@ class TrainOptions:
     abnormal_dir: Path | None = None
     max_steps: int = DEFAULT_MAX_STEPS
     model_size: str = "small"
+    student_width: str = STUDENT_WIDTHS[0]  # full | half (training.student)
     teacher: str = "auto"
     seed: int = 0
     imagenet_dir: Path | None = None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import tqdm  # type: ignore[import-untyped]  # no types-tqdm in the dev extras
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from training.settings import TEACHER_STATS_IMAGES
+from training.settings import HALF_WIDTH_BELOW_STEPS, TEACHER_STATS_IMAGES
 from training.validation_sample import sample_images
 
 if TYPE_CHECKING:
@@ -84,9 +84,9 @@ class TrainingProgress(Callback):
             f"train: up to {self.total} steps{limit}; first computing teacher feature statistics over "
             f"{_stats_images(trainer.num_training_batches)} training images"
         )
-        order = memory_order_line(pl_module)
-        if order:
-            self.say(order)
+        for line in (student_width_line(pl_module), memory_order_line(pl_module)):
+            if line:
+                self.say(line)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -148,6 +148,17 @@ class TrainingProgress(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def student_width_line(pl_module: LightningModule) -> str | None:
+    """Which student ``--student-width auto`` picked, and on what (``training.student``)."""
+    width = getattr(pl_module, "student_width", None)
+    probe = getattr(pl_module, "width_probe_seconds", None)
+    if not width or probe is None:
+        return None
+    why = f", too slow for {HALF_WIDTH_BELOW_STEPS} steps in the time budget" if width == "half" else ""
+    timed = f"a full-width step took {probe:.2f} s here"
+    return f"train: the {width}-width student (--student-width auto: {timed}{why})"
 
 
 def memory_order_line(pl_module: LightningModule) -> str | None:

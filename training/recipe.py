@@ -60,6 +60,7 @@ def prepare(options: TrainOptions, warn: Callable[[str], None]) -> Recipe:
         anomaly_map=o.anomaly_map,
         map_scale=o.map_scale,
         penalty_crop=o.penalty_crop,
+        student_width=o.student_width,
     )
     check_run_options(o.max_minutes, o.checkpoint_every, o.export_precision, o.opset)
     if o.early_stop_every < 0 or o.patience < 1:

@@ -35,6 +35,6 @@ def mismatch(exc: BaseException, checkpoint: Path) -> TrainingError | None:
         what = text.splitlines()[0]
     return TrainingError(
         f"--resume: {checkpoint} was written for another network ({what}): by an older inspectd, or "
-        "with another --model-size, --teacher or --anomaly-map; resume with the options that wrote "
-        "it, or train anew without --resume"
+        "with another --model-size, --student-width, --teacher or --anomaly-map; resume with the "
+        "options that wrote it, or train anew without --resume"
     )

@@ -12,6 +12,14 @@ DEFAULT_IMAGE_SIZE = 256
 # mono seeds 1 and 2 and on poly; with --anomaly-map both, 1e-4 did better (README, Accuracy).
 DEFAULT_LEARNING_RATE = 3e-4
 MODEL_SIZES = ("small", "medium")
+# --student-width, the first is the default: auto picks half where the full student's step is too
+# slow for HALF_WIDTH_BELOW_STEPS steps in --max-minutes (training.student), full is anomalib's PDN,
+# half is PDN-S with its hidden convolutions half as wide (a third of the work per step and image)
+STUDENT_WIDTHS = ("auto", "full", "half")
+# On ELPV the full student's gain per step flattens from about 3,000 steps (mono AUROC 0.941 at
+# 2,860, 0.948 at 6,093); below that a 2-core AVX2 CPU's half-width student, at 2.1-2.2x the steps,
+# scored higher (README, Accuracy)
+HALF_WIDTH_BELOW_STEPS = 3000
 TEACHER_CHOICES_HELP = "auto | random | PATH"
 ANOMALY_MAPS = ("student-teacher", "both")  # --anomaly-map, the first is the default
 # --map-scale, the first is the default: the student-teacher map divided at each position by its
