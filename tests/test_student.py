@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 from anomalib.models.image.efficient_ad.torch_model import SmallPatchDescriptionNetwork
-from PIL import Image
 from torch import nn
 
 from inspectd.scorer import Model
+from tests.test_teachers import torch_scores
 from training.errors import TrainingError
 from training.fit import train
 from training.options import TrainOptions
@@ -97,24 +97,12 @@ def test_a_half_width_student_trains_and_exports_what_it_scores(
     card = train(options)
     assert card.extra["student_width"] == "half"
 
-    from training.model import InspectdEfficientAd
-
-    teacher = Teacher("random(seed=0)", None, 0)
-    module = InspectdEfficientAd(teacher, tmp_path, "small", 256, student_width="half")
-    checkpoint = tmp_path / "model" / "checkpoints" / "last.ckpt"
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-    module.load_state_dict(state)  # the checkpoint holds the narrow student
-    module.eval()
     images = sorted(normal.glob("*.png"))[:2] + sorted(abnormal.glob("*.png"))[:2]
-    torch_scores = []
-    for path in images:
-        pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
-        with torch.no_grad():
-            batch = module(torch.from_numpy(pixels).permute(2, 0, 1)[None])
-        torch_scores.append(float(batch.pred_score.reshape(-1)[0]))
+    checkpoint = tmp_path / "model" / "checkpoints" / "last.ckpt"  # holds the narrow student
+    in_torch = torch_scores(checkpoint, Teacher("random(seed=0)", None, 0), images, student_width="half")
     exported = Model(tmp_path / "model", tmp_path / "ov-cache", precision="f32")
     ov_scores = [exported.score(p).score for p in images]
-    assert np.allclose(ov_scores, torch_scores, atol=2e-3), (ov_scores, torch_scores)
+    assert np.allclose(ov_scores, in_torch, atol=2e-3), (ov_scores, in_torch)
 
 
 # --- --student-width auto -----------------------------------------------------------------------

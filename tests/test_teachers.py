@@ -244,15 +244,18 @@ def test_each_offline_teacher_trains_and_exports_offline(
     # daemon's `auto` may pick bf16, whose rounding is not what this checks)
     model = Model(tmp_path / "model", tmp_path / "ov-cache", precision="f32")
     images = sorted(normal.glob("*.png"))[:2] + sorted(abnormal.glob("*.png"))[:2]
-    torch_scores = _torch_scores(tmp_path / "model" / "checkpoints" / "last.ckpt", expected, images)
+    in_torch = torch_scores(tmp_path / "model" / "checkpoints" / "last.ckpt", expected, images)
     ov_scores = [model.score(p).score for p in images]
-    assert np.allclose(ov_scores, torch_scores, atol=2e-3), (ov_scores, torch_scores)
+    assert np.allclose(ov_scores, in_torch, atol=2e-3), (ov_scores, in_torch)
 
 
-def _torch_scores(checkpoint: Path, teacher: Teacher, images: list[Path]) -> list[float]:
+def torch_scores(
+    checkpoint: Path, teacher: Teacher, images: list[Path], student_width: str = "full"
+) -> list[float]:
+    """The scores the PyTorch model in a fit's checkpoint gives, as anomalib's module computes them."""
     from training.model import InspectdEfficientAd
 
-    module = InspectdEfficientAd(teacher, Path("unused"), "small", 256)
+    module = InspectdEfficientAd(teacher, Path("unused"), "small", 256, student_width=student_width)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)
     module.eval()
