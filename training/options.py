@@ -37,7 +37,7 @@ class TrainOptions:
     abnormal_dir: Path | None = None
     max_steps: int = DEFAULT_MAX_STEPS
     model_size: str = "small"
-    student_width: str = STUDENT_WIDTHS[0]  # full | half (training.student)
+    student_width: str = STUDENT_WIDTHS[0]  # auto | full | half (training.student)
     teacher: str = "auto"
     seed: int = 0
     imagenet_dir: Path | None = None
