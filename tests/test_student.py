@@ -136,6 +136,14 @@ def test_auto_trains_half_width_where_the_budget_holds_too_few_full_steps() -> N
     assert chosen_width("auto", "small", 29.0, 2000, SIDES, bf16=False, timer=_timer(1.2))[0] == "half"
 
 
+def test_auto_decides_on_the_faster_memory_order() -> None:
+    def timer(student: nn.Module, images: Any) -> float:
+        assert isinstance(student, SmallPatchDescriptionNetwork)
+        return 0.4 if student.conv2.weight.is_contiguous(memory_format=torch.channels_last) else 1.2
+
+    assert chosen_width("auto", "small", 29.0, 70_000, SIDES, bf16=True, timer=timer) == ("full", 0.4)
+
+
 def test_auto_times_in_the_fits_arithmetic_and_leaves_the_seeded_rng_alone() -> None:
     seen: list[bool] = []
     torch.manual_seed(0)
@@ -143,9 +151,9 @@ def test_auto_times_in_the_fits_arithmetic_and_leaves_the_seeded_rng_alone() -> 
     after = torch.rand(3)
     torch.manual_seed(0)
     assert torch.equal(after, torch.rand(3))  # the model's initialisation does not depend on the probe
-    assert seen == [True] * 3  # one untimed step, two timed, all under bf16 autocast
+    assert seen == [True] * 4  # per memory order one untimed step and one timed, under bf16 autocast
     chosen_width("auto", "small", 29.0, 70_000, SIDES, bf16=False, timer=_timer(0.5, seen))
-    assert seen[3:] == [False] * 3
+    assert seen[4:] == [False] * 4
 
 
 def test_auto_is_full_without_a_budget_or_with_the_medium_model_and_a_named_width_is_kept() -> None:

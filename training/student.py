@@ -26,11 +26,11 @@ from anomalib.models.image.efficient_ad.torch_model import (
 )
 from torch import nn
 
-from training.memory_format import StepTimer, step_seconds
+from training.memory_format import FORMATS, StepTimer, step_seconds
 from training.settings import HALF_WIDTH_BELOW_STEPS, STUDENT_WIDTHS
 
 AUTO, FULL, HALF = STUDENT_WIDTHS
-PROBE_STEPS = 2  # timed after one untimed step (oneDNN picks its kernels on the first)
+PROBE_STEPS = 1  # per memory order, timed after one untimed step (oneDNN picks its kernels then)
 HALF_FIRST_CHANNELS = 64
 STUDENT_CONV1 = "model.student.conv1.weight"  # in a Lightning checkpoint's state_dict
 
@@ -72,8 +72,9 @@ def chosen_width(
     timer: StepTimer = step_seconds,
 ) -> tuple[str, float | None]:
     """The width to train (``full`` or ``half``) and, when ``auto`` timed it, the full student's
-    step in seconds (contiguous weights; channels-last, which the fit may pick afterwards, was at
-    most 1.9x faster on the CPUs measured). ``half`` where the budget holds fewer than
+    step in seconds, in the faster of the two memory orders (``training.memory_format``: the fit
+    trains in that one, and on an AMX CPU channels-last halved a step). ``half`` where the budget
+    holds fewer than
     ``min(max_steps, HALF_WIDTH_BELOW_STEPS)`` such steps: time, not ``--max-steps``, binds, and
     the full student would get too few. ``sides`` are the training image's and the penalty
     crop's. A resumed fit keeps its checkpoint's width; without a time budget, or with the medium
@@ -88,9 +89,12 @@ def chosen_width(
         probe = student_network(model_size, FULL, 384).train()
         generator = torch.Generator().manual_seed(0)
         images = [torch.rand(1, 3, side, side, generator=generator) for side in sides]
+        step = float("inf")
         with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
-            timer(probe, images)
-            step = min(timer(probe, images) for _ in range(PROBE_STEPS))
+            for memory_format in FORMATS.values():
+                probe.to(memory_format=memory_format)
+                timer(probe, images)
+                step = min([step, *(timer(probe, images) for _ in range(PROBE_STEPS))])
     fits = max_minutes * 60 / step
     return (HALF if fits < min(max_steps, HALF_WIDTH_BELOW_STEPS) else FULL), step
 
