@@ -38,7 +38,12 @@ def step_seconds(student: nn.Module, images: Sequence[torch.Tensor]) -> float:
 
 
 def faster_memory_format(
-    student: nn.Module, sides: Sequence[int], timer: StepTimer = step_seconds
+    student: nn.Module,
+    sides: Sequence[int],
+    timer: StepTimer = step_seconds,
+    *,
+    rounds: int = ROUNDS,
+    steps: int = STEPS,
 ) -> tuple[str, dict[str, float]]:
     """The faster order's name and each order's best time per step, measured on a copy of
     ``student`` with square images of the given sides; ``student`` itself is not touched."""
@@ -49,10 +54,10 @@ def faster_memory_format(
     generator = torch.Generator().manual_seed(0)
     images = [torch.rand(1, 3, side, side, generator=generator).to(device) for side in sides]
     best = {name: float("inf") for name in FORMATS}
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for name, memory_format in FORMATS.items():
             probe.to(memory_format=memory_format)
             timer(probe, images)
-            for _ in range(STEPS):
+            for _ in range(steps):
                 best[name] = min(best[name], timer(probe, images))
     return min(best, key=best.__getitem__), best

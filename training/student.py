@@ -26,7 +26,7 @@ from anomalib.models.image.efficient_ad.torch_model import (
 )
 from torch import nn
 
-from training.memory_format import FORMATS, StepTimer, step_seconds
+from training.memory_format import StepTimer, faster_memory_format, step_seconds
 from training.settings import HALF_WIDTH_BELOW_STEPS, STUDENT_WIDTHS
 
 AUTO, FULL, HALF = STUDENT_WIDTHS
@@ -86,15 +86,10 @@ def chosen_width(
     if model_size != "small" or max_minutes is None:
         return FULL, None
     with torch.random.fork_rng():  # the fit's own initialisation stays as seeded
-        probe = student_network(model_size, FULL, 384).train()
-        generator = torch.Generator().manual_seed(0)
-        images = [torch.rand(1, 3, side, side, generator=generator) for side in sides]
-        step = float("inf")
+        probe = student_network(model_size, FULL, 384)
         with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
-            for memory_format in FORMATS.values():
-                probe.to(memory_format=memory_format)
-                timer(probe, images)
-                step = min([step, *(timer(probe, images) for _ in range(PROBE_STEPS))])
+            _, seconds = faster_memory_format(probe, sides, timer, rounds=1, steps=PROBE_STEPS)
+        step = min(seconds.values())
     fits = max_minutes * 60 / step
     return (HALF if fits < min(max_steps, HALF_WIDTH_BELOW_STEPS) else FULL), step
 
